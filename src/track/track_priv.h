@@ -1,0 +1,175 @@
+/*
+ * Copyright © 2026 The cohmap developers
+ * SPDX-License-Identifier: MIT
+ */
+
+#ifndef COHMAP_TRACK_PRIV_H
+#define COHMAP_TRACK_PRIV_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cohmap/cohmap.h"
+#include "util/ranges.h"
+
+/* COHMAP_DEBUG flags. */
+enum cohmap_debug_flags {
+   COHMAP_DEBUG_VERBOSE = 1u << 0,
+   COHMAP_DEBUG_STATS = 1u << 1,
+   COHMAP_DEBUG_NOTHP = 1u << 2,
+};
+
+/* Engine features. */
+enum cohmap_track_features {
+   /* Reports whole pages: with a snapshot its ranges are refined. */
+   COHMAP_TRACK_PAGE_GRANULAR = 1u << 0,
+   /* Sees writes made by the kernel on the process's behalf (read(2)). */
+   COHMAP_TRACK_SEES_KERNEL_WRITES = 1u << 1,
+   /* Needs the region's snapshot (compare). */
+   COHMAP_TRACK_NEEDS_SNAPSHOT = 1u << 2,
+};
+
+struct cohmap_region;
+
+/*
+ * A tracking method.  The region core (region.c) serializes all hooks of
+ * one region with the region lock; only the fault engine's signal handler
+ * runs outside it.
+ */
+struct cohmap_track_ops {
+   const char *name;
+   enum cohmap_method method;
+   uint32_t features; /* enum cohmap_track_features */
+
+   /* Starts tracking: every store that completes after attach returns is
+    * reported by a later collect.  On failure nothing has changed. */
+   int (*attach)(struct cohmap_region *r);
+
+   /* Appends ranges covering every store since attach or the previous
+    * collect to out (in ascending order, page-aligned for page-granular
+    * engines) and re-arms, so that stores after the re-arm are reported
+    * next time.  On error the engine must not have lost anything: either
+    * nothing was re-armed, or it sets r->lost_tracking so the region core
+    * reports the whole region. */
+   int (*collect)(struct cohmap_region *r, struct cohmap_ranges *out);
+
+   /* Stops tracking.  Memory stays mapped read-write.  Never fails. */
+   void (*detach)(struct cohmap_region *r);
+};
+
+extern const struct cohmap_track_ops cohmap_track_scan_ops;
+extern const struct cohmap_track_ops cohmap_track_fault_ops;
+extern const struct cohmap_track_ops cohmap_track_compare_ops;
+extern const struct cohmap_track_ops cohmap_track_full_ops;
+
+const struct cohmap_track_ops *cohmap_track_ops_for(enum cohmap_method m);
+
+struct cohmap_context {
+   struct cohmap_context_options opts;
+   uint64_t debug; /* enum cohmap_debug_flags */
+   size_t page_size;
+   enum cohmap_method auto_method;
+   int method_status[COHMAP_METHOD_COUNT]; /* 0 or -errno */
+   const char *method_reason[COHMAP_METHOD_COUNT];
+
+   pthread_mutex_t lock; /* protects everything below */
+   struct cohmap_region *regions; /* list of live regions */
+   size_t region_count;
+
+   /* scan engine: one userfaultfd and one pagemap fd shared by all regions,
+    * valid for the process with pid owner_pid (after fork() the child
+    * reopens both; see scan.c). */
+   int uffd;
+   int pagemap_fd;
+   pid_t owner_pid;
+};
+
+/* Fault-engine state of a region (fault.c). */
+struct cohmap_fault_state;
+
+struct cohmap_region {
+   struct cohmap_context *ctx;
+   struct cohmap_region *next, *prev; /* ctx->regions, under ctx->lock */
+
+   uint8_t *ptr;
+   size_t size; /* multiple of the page size */
+   size_t npages;
+   uint32_t flags; /* enum cohmap_region_flags */
+   bool owned;     /* cohmap mmap()ed ptr */
+
+   pthread_mutex_t lock; /* serializes the public calls on this region */
+   const struct cohmap_track_ops *ops;
+
+   /* Sticky error: once set (-EFAULT for unmapped wrapped memory), every
+    * collect returns it. */
+   int error;
+
+   /* Report the whole region at the next collect: set at creation with
+    * COHMAP_REGION_INITIAL_DIRTY, and by an engine that lost track of
+    * stores (after fork(), after an mprotect failure). */
+   bool lost_tracking;
+
+   /* Set by an engine that cannot go on for this region (fault after
+    * mprotect ENOMEM): the region core moves it to the fallback method at
+    * the end of the current collect. */
+   bool engine_failed;
+
+   /* The last state handed to the caller (compare, BYTE_EXACT), or NULL.
+    * Invariant: every byte where ptr and snapshot differ has been written
+    * since it was last reported, so the engine reports it again. */
+   uint8_t *snapshot;
+
+   /* Ranges collected from a previous method by set_method(): reported
+    * whole (not refined) by the next collect. */
+   struct cohmap_ranges carry;
+   /* Engine output, refined into result. */
+   struct cohmap_ranges pages;
+   struct cohmap_ranges result;
+
+   struct cohmap_region_stats stats;
+
+   /* scan engine */
+   bool scan_registered;
+   pid_t scan_pid; /* process the registration belongs to */
+
+   /* fault engine */
+   struct cohmap_fault_state *fault;
+};
+
+static inline size_t
+cohmap_page_size(void)
+{
+   extern size_t cohmap_page_size_cached;
+   return cohmap_page_size_cached;
+}
+
+/* Capability probes (probe.c).  Each returns 0 or -errno and a static
+ * reason. */
+int cohmap_probe_scan(struct cohmap_context *ctx, const char **reason);
+int cohmap_probe_fault(struct cohmap_context *ctx, const char **reason);
+
+/* Opens the scan engine's file descriptors for this process (scan.c). */
+int cohmap_scan_open(struct cohmap_context *ctx);
+void cohmap_scan_close(struct cohmap_context *ctx);
+
+/* A fault-engine statistic, readable without the region lock. */
+uint64_t cohmap_fault_count(const struct cohmap_region *r);
+
+/* System facts for `cohmap info` (probe.c). */
+struct cohmap_sysinfo {
+   char kernel[128];
+   unsigned kernel_major, kernel_minor;
+   size_t page_size;
+   char thp_enabled[32];  /* "always", "madvise", "never", "unknown" */
+   long max_map_count;    /* -1 if unknown */
+   int unprivileged_userfaultfd; /* -1 if unknown */
+   int seccomp;           /* 0 off, 1 strict, 2 filter, -1 unknown */
+   long map_count;        /* current /proc/self/maps lines */
+};
+
+void cohmap_sysinfo_read(struct cohmap_sysinfo *info);
+
+#endif

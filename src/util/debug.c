@@ -1,0 +1,109 @@
+/*
+ * Copyright © 2026 The cohmap developers
+ * SPDX-License-Identifier: MIT
+ */
+
+#include "util/debug.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+void
+cohmap_debug_print_table(FILE *f, const char *var,
+                         const struct cohmap_debug_named_value *table)
+{
+   fprintf(f, "%s: a comma-separated list of:\n", var);
+   for (const struct cohmap_debug_named_value *v = table; v->name; v++)
+      fprintf(f, "  %-12s %s\n", v->name, v->desc ? v->desc : "");
+   fprintf(f, "  %-12s %s\n", "all", "all of the above");
+   fprintf(f, "  %-12s %s\n", "help", "print this table");
+}
+
+static const struct cohmap_debug_named_value *
+lookup(const struct cohmap_debug_named_value *table, const char *name,
+       size_t len)
+{
+   for (const struct cohmap_debug_named_value *v = table; v->name; v++) {
+      if (strlen(v->name) == len && strncasecmp(v->name, name, len) == 0)
+         return v;
+   }
+   return NULL;
+}
+
+int
+cohmap_debug_parse_flags(const char *var, const char *str,
+                         const struct cohmap_debug_named_value *table,
+                         uint64_t *flags, bool *help, const char **bad)
+{
+   static _Thread_local char bad_name[64];
+   uint64_t out = 0;
+
+   if (help)
+      *help = false;
+   if (!str) {
+      *flags = 0;
+      return 0;
+   }
+
+   const char *p = str;
+   while (*p) {
+      size_t len = strcspn(p, ", :");
+      if (len == 0) {
+         p++;
+         continue;
+      }
+      const struct cohmap_debug_named_value *v = lookup(table, p, len);
+      if (v) {
+         out |= v->value;
+      } else if (len == 3 && strncasecmp(p, "all", 3) == 0) {
+         for (v = table; v->name; v++)
+            out |= v->value;
+      } else if (len == 4 && strncasecmp(p, "help", 4) == 0) {
+         cohmap_debug_print_table(stderr, var, table);
+         if (help)
+            *help = true;
+      } else {
+         size_t n = len < sizeof(bad_name) - 1 ? len : sizeof(bad_name) - 1;
+         memcpy(bad_name, p, n);
+         bad_name[n] = '\0';
+         if (bad)
+            *bad = bad_name;
+         return -EINVAL;
+      }
+      p += len;
+   }
+   *flags = out;
+   return 0;
+}
+
+int
+cohmap_debug_parse_enum(const char *str,
+                        const struct cohmap_debug_named_value *table,
+                        uint64_t *value)
+{
+   if (!str)
+      return -EINVAL;
+   const struct cohmap_debug_named_value *v = lookup(table, str, strlen(str));
+   if (!v)
+      return -EINVAL;
+   *value = v->value;
+   return 0;
+}
+
+int
+cohmap_debug_parse_uint(const char *str, uint64_t min, uint64_t max,
+                        uint64_t *value)
+{
+   char *end;
+
+   if (!str || !*str || *str == '-')
+      return -EINVAL;
+   errno = 0;
+   unsigned long long v = strtoull(str, &end, 0);
+   if (errno || *end || v < min || v > max)
+      return -EINVAL;
+   *value = v;
+   return 0;
+}

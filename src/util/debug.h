@@ -1,0 +1,45 @@
+/*
+ * Copyright © 2026 The cohmap developers
+ * SPDX-License-Identifier: MIT
+ */
+
+#ifndef COHMAP_UTIL_DEBUG_H
+#define COHMAP_UTIL_DEBUG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+/* Environment knobs in the style of Mesa's u_debug.c: a table of named
+ * values, comma-separated flag lists, "help" prints the table.  Unlike
+ * Mesa, an unknown name is an error (the caller fails context creation):
+ * a misspelled knob silently ignored is a debugging session lost. */
+struct cohmap_debug_named_value {
+   const char *name;
+   uint64_t value;
+   const char *desc;
+};
+
+#define COHMAP_DEBUG_NAMED_VALUE_END {NULL, 0, NULL}
+
+/* Parses a comma/space/colon-separated list of names from table into
+ * *flags.  "all" sets every flag, "help" prints the table to stderr (and
+ * sets *help if non-NULL).  Returns 0, or -EINVAL with *bad pointing to a
+ * static copy of the first unknown name. */
+int cohmap_debug_parse_flags(const char *var, const char *str,
+                             const struct cohmap_debug_named_value *table,
+                             uint64_t *flags, bool *help, const char **bad);
+
+/* Parses one name from table into *value.  -EINVAL for unknown names. */
+int cohmap_debug_parse_enum(const char *str,
+                            const struct cohmap_debug_named_value *table,
+                            uint64_t *value);
+
+/* Parses an unsigned integer in [min, max].  -EINVAL otherwise. */
+int cohmap_debug_parse_uint(const char *str, uint64_t min, uint64_t max,
+                            uint64_t *value);
+
+void cohmap_debug_print_table(FILE *f, const char *var,
+                              const struct cohmap_debug_named_value *table);
+
+#endif

@@ -1,0 +1,133 @@
+/*
+ * Copyright © 2026 The cohmap developers
+ * SPDX-License-Identifier: MIT
+ */
+
+#include "util/ranges.h"
+
+#include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+void
+cohmap_ranges_init(struct cohmap_ranges *r)
+{
+   r->v = NULL;
+   r->count = 0;
+   r->capacity = 0;
+}
+
+void
+cohmap_ranges_fini(struct cohmap_ranges *r)
+{
+   free(r->v);
+   cohmap_ranges_init(r);
+}
+
+int
+cohmap_ranges_reserve(struct cohmap_ranges *r, size_t n)
+{
+   if (r->capacity - r->count >= n)
+      return 0;
+   if (n > SIZE_MAX / sizeof(*r->v) - r->count)
+      return -ENOMEM;
+
+   size_t want = r->count + n;
+   size_t cap = r->capacity ? r->capacity : 64;
+   while (cap < want)
+      cap = cap > SIZE_MAX / 2 / sizeof(*r->v) ? want : cap * 2;
+
+   struct cohmap_range *v = realloc(r->v, cap * sizeof(*v));
+   if (!v)
+      return -ENOMEM;
+   r->v = v;
+   r->capacity = cap;
+   return 0;
+}
+
+int
+cohmap_ranges_add(struct cohmap_ranges *r, size_t offset, size_t length)
+{
+   if (length == 0)
+      return 0;
+   if (r->count) {
+      struct cohmap_range *last = &r->v[r->count - 1];
+      size_t last_end = last->offset + last->length;
+      if (offset >= last->offset && offset <= last_end) {
+         if (offset + length > last_end)
+            last->length = offset + length - last->offset;
+         return 0;
+      }
+   }
+   int ret = cohmap_ranges_reserve(r, 1);
+   if (ret)
+      return ret;
+   r->v[r->count++] = (struct cohmap_range){offset, length};
+   return 0;
+}
+
+int
+cohmap_ranges_add_all(struct cohmap_ranges *r,
+                      const struct cohmap_ranges *src)
+{
+   int ret = cohmap_ranges_reserve(r, src->count);
+   if (ret)
+      return ret;
+   for (size_t i = 0; i < src->count; i++)
+      cohmap_ranges_add(r, src->v[i].offset, src->v[i].length);
+   return 0;
+}
+
+static int
+range_cmp(const void *a, const void *b)
+{
+   const struct cohmap_range *x = a, *y = b;
+
+   return (x->offset > y->offset) - (x->offset < y->offset);
+}
+
+void
+cohmap_ranges_normalize(struct cohmap_ranges *r)
+{
+   if (r->count < 2)
+      return;
+
+   qsort(r->v, r->count, sizeof(*r->v), range_cmp);
+
+   size_t out = 0;
+   for (size_t i = 1; i < r->count; i++) {
+      struct cohmap_range *last = &r->v[out];
+      size_t last_end = last->offset + last->length;
+      if (r->v[i].offset <= last_end) {
+         size_t end = r->v[i].offset + r->v[i].length;
+         if (end > last_end)
+            last->length = end - last->offset;
+      } else {
+         r->v[++out] = r->v[i];
+      }
+   }
+   r->count = out + 1;
+}
+
+size_t
+cohmap_ranges_bytes(const struct cohmap_ranges *r)
+{
+   size_t bytes = 0;
+
+   for (size_t i = 0; i < r->count; i++)
+      bytes += r->v[i].length;
+   return bytes;
+}
+
+size_t
+cohmap_ranges_pages(const struct cohmap_ranges *r, size_t page_size)
+{
+   size_t pages = 0;
+
+   for (size_t i = 0; i < r->count; i++) {
+      size_t first = r->v[i].offset / page_size;
+      size_t last = (r->v[i].offset + r->v[i].length - 1) / page_size;
+      pages += last - first + 1;
+   }
+   return pages;
+}
