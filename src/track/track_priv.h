@@ -151,8 +151,11 @@ cohmap_page_size(void)
 int cohmap_probe_scan(struct cohmap_context *ctx, const char **reason);
 int cohmap_probe_fault(struct cohmap_context *ctx, const char **reason);
 
+/* Opens a userfaultfd with the WP_ASYNC features: fd or -errno (probe.c). */
+int cohmap_uffd_open(const char **reason);
+
 /* Opens the scan engine's file descriptors for this process (scan.c). */
-int cohmap_scan_open(struct cohmap_context *ctx);
+int cohmap_scan_open(struct cohmap_context *ctx, const char **reason);
 void cohmap_scan_close(struct cohmap_context *ctx);
 
 /* A fault-engine statistic, readable without the region lock. */
@@ -160,7 +163,7 @@ uint64_t cohmap_fault_count(const struct cohmap_region *r);
 
 /* System facts for `cohmap info` (probe.c). */
 struct cohmap_sysinfo {
-   char kernel[128];
+   char kernel[256];
    unsigned kernel_major, kernel_minor;
    size_t page_size;
    char thp_enabled[32];  /* "always", "madvise", "never", "unknown" */

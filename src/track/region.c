@@ -1,0 +1,683 @@
+/*
+ * Copyright © 2026 The cohmap developers
+ * SPDX-License-Identifier: MIT
+ */
+
+/**
+ * DOC: regions, the byte-exact refinement and method switches
+ *
+ * A region is memory plus one engine (struct cohmap_track_ops).  The
+ * engine reports candidate ranges; this file turns them into the result:
+ *
+ *  - Without a snapshot the candidates are the result (page granular for
+ *    scan and fault, the whole region for full), and the caller copies
+ *    from the live memory after collect returned.
+ *  - With a snapshot (compare always, any method with
+ *    COHMAP_REGION_BYTE_EXACT) each candidate range is diffed against the
+ *    snapshot; differing byte runs are copied into the snapshot and
+ *    reported, and the caller copies from the snapshot.
+ *
+ * Why copy from the snapshot: a store racing with the diff may land after
+ * the run was found.  If the caller copied from live memory, the device
+ * could receive a newer value than the snapshot holds; should the byte
+ * then be written back to the snapshot's value, live == snapshot and the
+ * byte would never be reported again while the device keeps the wrong
+ * value.  Copying from the snapshot keeps device == snapshot for every
+ * reported byte, and any later difference between memory and snapshot is
+ * found by the next diff of that page (the engine reports the page because
+ * the store came after its re-arm).
+ *
+ * Snapshot invariant: a byte where memory and snapshot differ has been
+ * written since it was last reported, so the engine will offer it again.
+ *
+ * Switching methods (cohmap_region_set_method(), or an engine giving up)
+ * follows vmwgfx: arm the new engine first, then collect the old one, then
+ * detach it.  Stores after the arm are the new engine's; stores before it
+ * are in the old engine's final collect, which is kept in `carry` and
+ * reported whole by the next collect.  If the switch creates the snapshot
+ * (the old method had none), it holds current memory, so the carried
+ * ranges cannot be refined against it and are reported as they are.
+ */
+
+#include <errno.h>
+#include <inttypes.h>
+#include <search.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "track/track_priv.h"
+#include "util/log.h"
+#include "util/time.h"
+
+/* Regions larger than this are refused: 128 TiB is the x86-64 user
+ * address space, anything larger is a corrupted size. */
+#define REGION_MAX_SIZE (1ull << 47)
+
+/*
+ * Live-handle registry: every public entry point checks that its region
+ * pointer is live, so a double destroy or a collect after destroy gives
+ * -EBADF instead of a use-after-free.  A tree keyed on the pointer; one
+ * mutex (uncontended in practice: a lookup per call).
+ */
+static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
+static void *registry_root;
+
+static int
+ptr_cmp(const void *a, const void *b)
+{
+   uintptr_t x = (uintptr_t)a, y = (uintptr_t)b;
+
+   return (x > y) - (x < y);
+}
+
+static bool
+registry_contains(const struct cohmap_region *r)
+{
+   pthread_mutex_lock(&registry_lock);
+   bool found = r && tfind(r, &registry_root, ptr_cmp) != NULL;
+   pthread_mutex_unlock(&registry_lock);
+   return found;
+}
+
+static int
+registry_add(struct cohmap_region *r)
+{
+   pthread_mutex_lock(&registry_lock);
+   void *node = tsearch(r, &registry_root, ptr_cmp);
+   pthread_mutex_unlock(&registry_lock);
+   return node ? 0 : -ENOMEM;
+}
+
+static bool
+registry_remove(struct cohmap_region *r)
+{
+   pthread_mutex_lock(&registry_lock);
+   bool found = tfind(r, &registry_root, ptr_cmp) != NULL;
+   if (found)
+      tdelete(r, &registry_root, ptr_cmp);
+   pthread_mutex_unlock(&registry_lock);
+   return found;
+}
+
+static bool
+needs_snapshot(const struct cohmap_region *r,
+               const struct cohmap_track_ops *ops)
+{
+   return (r->flags & COHMAP_REGION_BYTE_EXACT) ||
+          (ops->features & COHMAP_TRACK_NEEDS_SNAPSHOT);
+}
+
+static int
+snapshot_create(struct cohmap_region *r, bool copy)
+{
+   void *s = mmap(NULL, r->size, PROT_READ | PROT_WRITE,
+                  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+   if (s == MAP_FAILED)
+      return cohmap_errorf(-ENOMEM, "snapshot of %zu bytes: out of memory",
+                           r->size);
+   if (copy)
+      memcpy(s, r->ptr, r->size);
+   r->snapshot = s;
+   return 0;
+}
+
+static void
+snapshot_destroy(struct cohmap_region *r)
+{
+   if (r->snapshot)
+      munmap(r->snapshot, r->size);
+   r->snapshot = NULL;
+}
+
+/*
+ * Diffs [off, off + len) of memory against the snapshot, copies each
+ * differing byte run into the snapshot and appends it to out.  Runs are
+ * exact: a byte equal to the snapshot is never reported, which is what
+ * lets a three-way merge keep bytes the device wrote next to bytes the CPU
+ * wrote.
+ */
+static int
+refine_range(struct cohmap_region *r, size_t off, size_t len,
+             struct cohmap_ranges *out)
+{
+   /* Skip equal data a block at a time with memcmp (vectorized in libc);
+    * find exact run boundaries with 64-bit XOR inside differing blocks. */
+   enum { BLOCK = 256 };
+   const uint8_t *mem = r->ptr, *snap = r->snapshot;
+   size_t end = off + len;
+   size_t run_start = 0;
+   bool in_run = false;
+   int ret;
+
+   for (size_t blk = off; blk < end; blk += BLOCK) {
+      size_t blen = end - blk < BLOCK ? end - blk : BLOCK;
+      if (!in_run && memcmp(mem + blk, snap + blk, blen) == 0)
+         continue;
+
+      for (size_t i = blk; i < blk + blen;) {
+         if (i % 8 == 0 && i + 8 <= blk + blen) {
+            uint64_t a, b;
+            memcpy(&a, mem + i, 8);
+            memcpy(&b, snap + i, 8);
+            uint64_t x = a ^ b;
+            if (x == 0 && !in_run) {
+               i += 8;
+               continue;
+            }
+            if (x == ~0ull && in_run) {
+               i += 8;
+               continue;
+            }
+         }
+         bool differs = mem[i] != snap[i];
+         if (differs && !in_run) {
+            run_start = i;
+            in_run = true;
+         } else if (!differs && in_run) {
+            memcpy(r->snapshot + run_start, mem + run_start, i - run_start);
+            ret = cohmap_ranges_add(out, run_start, i - run_start);
+            if (ret)
+               return ret;
+            in_run = false;
+         }
+         i++;
+      }
+   }
+   if (in_run) {
+      memcpy(r->snapshot + run_start, mem + run_start, end - run_start);
+      ret = cohmap_ranges_add(out, run_start, end - run_start);
+      if (ret)
+         return ret;
+   }
+   return 0;
+}
+
+/* The method a failing or unavailable method falls back to. */
+static const struct cohmap_track_ops *
+fallback_ops(const struct cohmap_context *ctx, enum cohmap_method failed)
+{
+   static const enum cohmap_method order[] = {
+      COHMAP_METHOD_SCAN,
+      COHMAP_METHOD_COMPARE,
+      COHMAP_METHOD_FULL,
+   };
+
+   if (ctx->auto_method != failed && ctx->method_status[ctx->auto_method] == 0)
+      return cohmap_track_ops_for(ctx->auto_method);
+   for (size_t i = 0; i < sizeof(order) / sizeof(order[0]); i++) {
+      if (order[i] != failed && ctx->method_status[order[i]] == 0)
+         return cohmap_track_ops_for(order[i]);
+   }
+   return &cohmap_track_full_ops;
+}
+
+/* Arms `to` on r, creating the snapshot it needs.  *created tells whether
+ * the snapshot was created now (it then equals current memory). */
+static int
+engine_attach(struct cohmap_region *r, const struct cohmap_track_ops *to,
+              bool *created)
+{
+   *created = false;
+   if (needs_snapshot(r, to) && !r->snapshot) {
+      int ret = snapshot_create(r, true);
+      if (ret)
+         return ret;
+      *created = true;
+   }
+   int ret = to->attach(r);
+   if (ret && *created) {
+      snapshot_destroy(r);
+      *created = false;
+   }
+   return ret;
+}
+
+/*
+ * Moves r from its engine to `to`.  old_pages holds the old engine's final
+ * ranges (already collected by the caller) or is NULL to collect them
+ * here; they end up in r->carry (refined first if the old snapshot
+ * survives).  Nothing is lost on any path.
+ */
+static int
+region_switch(struct cohmap_region *r, const struct cohmap_track_ops *to,
+              struct cohmap_ranges *old_pages)
+{
+   const struct cohmap_track_ops *from = r->ops;
+   bool created;
+   int ret;
+
+   ret = engine_attach(r, to, &created);
+   if (ret)
+      return ret;
+
+   struct cohmap_ranges pages;
+   cohmap_ranges_init(&pages);
+   if (!old_pages) {
+      old_pages = &pages;
+      if (from->collect(r, old_pages) < 0)
+         r->lost_tracking = true;
+   }
+
+   /* Refine against a snapshot that predates the switch; one created by
+    * the switch already holds these stores. */
+   if (r->snapshot && !created) {
+      for (size_t i = 0; i < old_pages->count && !r->lost_tracking; i++) {
+         if (refine_range(r, old_pages->v[i].offset, old_pages->v[i].length,
+                          &r->carry))
+            r->lost_tracking = true;
+      }
+   } else if (cohmap_ranges_add_all(&r->carry, old_pages)) {
+      r->lost_tracking = true;
+   }
+   cohmap_ranges_fini(&pages);
+
+   from->detach(r);
+   if (r->snapshot && !needs_snapshot(r, to))
+      snapshot_destroy(r);
+
+   cohmap_info("region %p: %s -> %s", (void *)r, from->name, to->name);
+   r->ops = to;
+   r->engine_failed = false;
+   r->stats.method_switches++;
+   return 0;
+}
+
+static int
+resolve_method(struct cohmap_context *ctx, enum cohmap_method m,
+               uint32_t flags, const struct cohmap_track_ops **ops)
+{
+   if ((unsigned)m >= COHMAP_METHOD_COUNT)
+      return cohmap_errorf(-EINVAL, "unknown method %d", (int)m);
+   if (m == COHMAP_METHOD_AUTO)
+      m = ctx->auto_method;
+   if (ctx->method_status[m] != 0) {
+      if (!(flags & COHMAP_REGION_FALLBACK))
+         return cohmap_errorf(ctx->method_status[m],
+                              "method %s unavailable: %s",
+                              cohmap_method_name(m), ctx->method_reason[m]);
+      *ops = fallback_ops(ctx, m);
+      return 0;
+   }
+   *ops = cohmap_track_ops_for(m);
+   return 0;
+}
+
+#define REGION_KNOWN_FLAGS                                                 \
+   (COHMAP_REGION_BYTE_EXACT | COHMAP_REGION_INITIAL_DIRTY |               \
+    COHMAP_REGION_ALLOW_THP | COHMAP_REGION_FALLBACK)
+
+static int
+region_init(struct cohmap_context *ctx, uint8_t *ptr, size_t size,
+            bool owned, enum cohmap_method method, uint32_t flags,
+            struct cohmap_region **out)
+{
+   const struct cohmap_track_ops *ops;
+   bool is_auto = method == COHMAP_METHOD_AUTO;
+   int ret = resolve_method(ctx, method, flags, &ops);
+   if (ret)
+      return ret;
+
+   struct cohmap_region *r = calloc(1, sizeof(*r));
+   if (!r)
+      return cohmap_errorf(-ENOMEM, "out of memory");
+   r->ctx = ctx;
+   r->ptr = ptr;
+   r->size = size;
+   r->npages = size / ctx->page_size;
+   r->flags = flags;
+   r->owned = owned;
+   cohmap_ranges_init(&r->carry);
+   cohmap_ranges_init(&r->pages);
+   cohmap_ranges_init(&r->result);
+   ret = pthread_mutex_init(&r->lock, NULL);
+   if (ret) {
+      free(r);
+      return cohmap_errorf(-ret, "pthread_mutex_init failed");
+   }
+
+   /* The result always has room for one range, so reporting the whole
+    * region (the answer to every lost-tracking case) cannot fail. */
+   ret = cohmap_ranges_reserve(&r->result, 1);
+   if (ret) {
+      ret = cohmap_errorf(ret, "out of memory");
+      goto fail;
+   }
+
+   bool created;
+   ret = engine_attach(r, ops, &created);
+   if (ret && (is_auto || (flags & COHMAP_REGION_FALLBACK))) {
+      /* e.g. scan on memory another userfaultfd owns (-EBUSY) or on a
+       * file mapping (-EINVAL): fall back rather than fail. */
+      const struct cohmap_track_ops *fb = fallback_ops(ctx, ops->method);
+      cohmap_info("region %p: %s failed (%s), using %s", (void *)r,
+                  ops->name, cohmap_error_message(), fb->name);
+      ops = fb;
+      ret = engine_attach(r, ops, &created);
+   }
+   if (ret)
+      goto fail;
+   r->ops = ops;
+
+   if (flags & COHMAP_REGION_INITIAL_DIRTY)
+      r->lost_tracking = true;
+
+   ret = registry_add(r);
+   if (ret) {
+      ret = cohmap_errorf(ret, "out of memory");
+      ops->detach(r);
+      snapshot_destroy(r);
+      goto fail;
+   }
+
+   pthread_mutex_lock(&ctx->lock);
+   r->next = ctx->regions;
+   if (ctx->regions)
+      ctx->regions->prev = r;
+   ctx->regions = r;
+   ctx->region_count++;
+   pthread_mutex_unlock(&ctx->lock);
+
+   cohmap_info("region %p: %zu bytes at %p, %s%s", (void *)r, size,
+               (void *)ptr, ops->name, owned ? "" : " (wrapped)");
+   *out = r;
+   return 0;
+
+fail:
+   cohmap_ranges_fini(&r->result);
+   pthread_mutex_destroy(&r->lock);
+   free(r);
+   return ret;
+}
+
+COHMAP_EXPORT int
+cohmap_region_create(struct cohmap_context *ctx, size_t size,
+                     enum cohmap_method method, uint32_t flags,
+                     struct cohmap_region **out)
+{
+   if (!ctx || !out)
+      return cohmap_errorf(-EINVAL, "NULL context or out pointer");
+   *out = NULL;
+   if (size == 0)
+      return cohmap_errorf(-EINVAL, "size is 0");
+   if (flags & ~REGION_KNOWN_FLAGS)
+      return cohmap_errorf(-EINVAL, "unknown region flags 0x%x",
+                           flags & ~REGION_KNOWN_FLAGS);
+   if (size > REGION_MAX_SIZE)
+      return cohmap_errorf(-ENOMEM, "size %zu is larger than the address "
+                           "space", size);
+
+   size_t ps = ctx->page_size;
+   size = (size + ps - 1) & ~(ps - 1);
+
+   /* MAP_NORESERVE: a region's pages are committed when written, like
+    * any buffer; a huge mostly-idle mapping should not fail up front. */
+   uint8_t *ptr = mmap(NULL, size, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+   if (ptr == MAP_FAILED)
+      return cohmap_errorf(-ENOMEM, "mmap of %zu bytes failed", size);
+
+   /* See docs/tracking.md, "THP": write-protecting a huge page means the
+    * first store splits it (~26 µs) and only the 4 KiB page is reported
+    * anyway; tracked memory gets no benefit from THP. */
+   if (!(flags & COHMAP_REGION_ALLOW_THP))
+      madvise(ptr, size, MADV_NOHUGEPAGE);
+
+   int ret = region_init(ctx, ptr, size, true, method, flags, out);
+   if (ret)
+      munmap(ptr, size);
+   return ret;
+}
+
+COHMAP_EXPORT int
+cohmap_region_wrap(struct cohmap_context *ctx, void *ptr, size_t size,
+                   enum cohmap_method method, uint32_t flags,
+                   struct cohmap_region **out)
+{
+   if (!ctx || !out)
+      return cohmap_errorf(-EINVAL, "NULL context or out pointer");
+   *out = NULL;
+   size_t ps = ctx->page_size;
+   if (!ptr || ((uintptr_t)ptr & (ps - 1)))
+      return cohmap_errorf(-EINVAL, "pointer %p is not page-aligned", ptr);
+   if (size == 0 || (size & (ps - 1)))
+      return cohmap_errorf(-EINVAL, "size %zu is not a non-zero multiple "
+                           "of the page size", size);
+   if (size > REGION_MAX_SIZE || (uintptr_t)ptr + size < (uintptr_t)ptr)
+      return cohmap_errorf(-EINVAL, "range wraps around the address space");
+   if (flags & ~REGION_KNOWN_FLAGS)
+      return cohmap_errorf(-EINVAL, "unknown region flags 0x%x",
+                           flags & ~REGION_KNOWN_FLAGS);
+   /* msync(MS_ASYNC) is a cheap "is all of this mapped" test. */
+   if (msync(ptr, size, MS_ASYNC) != 0)
+      return cohmap_errorf(-EFAULT, "range %p+%zu is not mapped", ptr, size);
+
+   return region_init(ctx, ptr, size, false, method, flags, out);
+}
+
+COHMAP_EXPORT int
+cohmap_region_destroy(struct cohmap_region *r)
+{
+   if (!r)
+      return 0;
+   if (!registry_remove(r))
+      return cohmap_errorf(-EBADF, "%p is not a live region (destroyed "
+                           "twice?)", (void *)r);
+
+   struct cohmap_context *ctx = r->ctx;
+   pthread_mutex_lock(&ctx->lock);
+   if (r->prev)
+      r->prev->next = r->next;
+   else
+      ctx->regions = r->next;
+   if (r->next)
+      r->next->prev = r->prev;
+   ctx->region_count--;
+   pthread_mutex_unlock(&ctx->lock);
+
+   pthread_mutex_lock(&r->lock);
+   if (r->ops)
+      r->ops->detach(r);
+   if (ctx->debug & COHMAP_DEBUG_STATS) {
+      fprintf(stderr,
+              "cohmap: region %p: %zu bytes, %s, %" PRIu64 " collects, "
+              "%" PRIu64 " pages / %" PRIu64 " bytes reported, %" PRIu64
+              " faults, %" PRIu64 " scans, %" PRIu64 " switches, %.3f ms "
+              "tracking\n",
+              (void *)r, r->size, r->ops ? r->ops->name : "none",
+              r->stats.collects, r->stats.pages_reported,
+              r->stats.bytes_reported, r->stats.faults, r->stats.scans,
+              r->stats.method_switches, r->stats.tracking_ns / 1e6);
+   }
+   snapshot_destroy(r);
+   if (r->owned)
+      munmap(r->ptr, r->size);
+   cohmap_ranges_fini(&r->carry);
+   cohmap_ranges_fini(&r->pages);
+   cohmap_ranges_fini(&r->result);
+   pthread_mutex_unlock(&r->lock);
+   pthread_mutex_destroy(&r->lock);
+   free(r);
+   return 0;
+}
+
+COHMAP_EXPORT void *
+cohmap_region_ptr(const struct cohmap_region *r)
+{
+   return registry_contains(r) ? r->ptr : NULL;
+}
+
+COHMAP_EXPORT size_t
+cohmap_region_size(const struct cohmap_region *r)
+{
+   return registry_contains(r) ? r->size : 0;
+}
+
+COHMAP_EXPORT enum cohmap_method
+cohmap_region_method(const struct cohmap_region *r)
+{
+   if (!registry_contains(r))
+      return COHMAP_METHOD_AUTO;
+   struct cohmap_region *m = (struct cohmap_region *)r;
+   pthread_mutex_lock(&m->lock);
+   enum cohmap_method method = r->ops->method;
+   pthread_mutex_unlock(&m->lock);
+   return method;
+}
+
+COHMAP_EXPORT int
+cohmap_region_set_method(struct cohmap_region *r, enum cohmap_method method)
+{
+   if (!registry_contains(r))
+      return cohmap_errorf(-EBADF, "%p is not a live region", (void *)r);
+
+   const struct cohmap_track_ops *to;
+   int ret = resolve_method(r->ctx, method, 0, &to);
+   if (ret)
+      return ret;
+
+   pthread_mutex_lock(&r->lock);
+   uint64_t t0 = cohmap_now_ns();
+   if (r->error)
+      ret = r->error;
+   else if (to != r->ops)
+      ret = region_switch(r, to, NULL);
+   r->stats.tracking_ns += cohmap_now_ns() - t0;
+   pthread_mutex_unlock(&r->lock);
+   return ret;
+}
+
+/* Builds r->result from carried and engine ranges.  On -ENOMEM the
+ * region falls back to reporting itself whole. */
+static int
+build_result(struct cohmap_region *r)
+{
+   struct cohmap_ranges *res = &r->result;
+   int ret = 0;
+
+   cohmap_ranges_clear(res);
+   if (r->lost_tracking) {
+      /* Reserved at creation: cannot fail. */
+      cohmap_ranges_add(res, 0, r->size);
+      if (r->snapshot)
+         memcpy(r->snapshot, r->ptr, r->size);
+      r->lost_tracking = false;
+      return 0;
+   }
+
+   /* Carried ranges are reported whole; with a snapshot they are
+    * copied into it first so that `data` holds them. */
+   for (size_t i = 0; i < r->carry.count && !ret; i++) {
+      const struct cohmap_range *c = &r->carry.v[i];
+      if (r->snapshot)
+         memcpy(r->snapshot + c->offset, r->ptr + c->offset, c->length);
+      ret = cohmap_ranges_add(res, c->offset, c->length);
+   }
+   for (size_t i = 0; i < r->pages.count && !ret; i++) {
+      const struct cohmap_range *p = &r->pages.v[i];
+      if (r->snapshot)
+         ret = refine_range(r, p->offset, p->length, res);
+      else
+         ret = cohmap_ranges_add(res, p->offset, p->length);
+   }
+   if (ret) {
+      /* The engine has re-armed: report everything rather than lose the
+       * part that did not fit. */
+      cohmap_ranges_clear(res);
+      cohmap_ranges_add(res, 0, r->size);
+      if (r->snapshot)
+         memcpy(r->snapshot, r->ptr, r->size);
+   } else if (r->carry.count) {
+      cohmap_ranges_normalize(res);
+   }
+   cohmap_ranges_clear(&r->carry);
+   return 0;
+}
+
+COHMAP_EXPORT int
+cohmap_region_collect(struct cohmap_region *r, uint32_t flags,
+                      struct cohmap_dirty *out)
+{
+   if (out)
+      memset(out, 0, sizeof(*out));
+   if (!registry_contains(r))
+      return cohmap_errorf(-EBADF, "%p is not a live region", (void *)r);
+   if (!out)
+      return cohmap_errorf(-EINVAL, "out is NULL");
+   if (flags)
+      return cohmap_errorf(-EINVAL, "unknown collect flags 0x%x", flags);
+
+   pthread_mutex_lock(&r->lock);
+   uint64_t t0 = cohmap_now_ns();
+   int ret = r->error;
+   if (ret)
+      goto out;
+
+   /* Wrapped memory the caller unmapped: reading it would crash. */
+   if (!r->owned && msync(r->ptr, r->size, MS_ASYNC) != 0) {
+      ret = r->error = cohmap_errorf(-EFAULT, "wrapped memory %p+%zu was "
+                                     "unmapped while tracked",
+                                     (void *)r->ptr, r->size);
+      goto out;
+   }
+
+   cohmap_ranges_clear(&r->pages);
+   ret = r->ops->collect(r, &r->pages);
+   if (ret == -EFAULT)
+      r->error = ret;
+   if (ret)
+      goto out;
+
+   if (r->engine_failed) {
+      /* The engine reported the whole region and cannot go on: arm a
+       * fallback before the caller copies. */
+      const struct cohmap_track_ops *to =
+         fallback_ops(r->ctx, r->ops->method);
+      cohmap_info("region %p: %s gave up, moving to %s", (void *)r,
+                  r->ops->name, to->name);
+      int sret = region_switch(r, to, &r->pages);
+      cohmap_ranges_clear(&r->pages);
+      if (sret) {
+         /* Not even the fallback attaches: keep reporting everything. */
+         r->ops = &cohmap_track_full_ops;
+         r->engine_failed = false;
+         r->lost_tracking = true;
+      }
+   }
+
+   build_result(r);
+
+   r->stats.collects++;
+   r->stats.bytes_reported += cohmap_ranges_bytes(&r->result);
+   r->stats.pages_reported +=
+      cohmap_ranges_pages(&r->result, r->ctx->page_size);
+
+   out->ranges = r->result.v;
+   out->count = r->result.count;
+   out->bytes = cohmap_ranges_bytes(&r->result);
+   out->data = r->snapshot ? r->snapshot : r->ptr;
+
+out:
+   r->stats.tracking_ns += cohmap_now_ns() - t0;
+   pthread_mutex_unlock(&r->lock);
+   return ret;
+}
+
+COHMAP_EXPORT int
+cohmap_region_get_stats(const struct cohmap_region *r,
+                        struct cohmap_region_stats *out)
+{
+   if (!registry_contains(r))
+      return cohmap_errorf(-EBADF, "%p is not a live region", (void *)r);
+   if (!out)
+      return cohmap_errorf(-EINVAL, "out is NULL");
+
+   struct cohmap_region *m = (struct cohmap_region *)r;
+   pthread_mutex_lock(&m->lock);
+   *out = r->stats;
+   out->faults += cohmap_fault_count(r);
+   pthread_mutex_unlock(&m->lock);
+   return 0;
+}
