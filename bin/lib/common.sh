@@ -104,6 +104,9 @@ cohmap_build() {
 			cohmap_msg "configuring $dir/…"
 			meson setup "$dir" "$@" >"$log" 2>&1 || rc=$?
 		fi
+	elif [[ ! -f "$stamp" && -z "$opts" ]]; then
+		# Configured by someone else, and no options to apply: keep it.
+		printf '%s' "$opts" >"$stamp"
 	elif [[ ! -f "$stamp" || "$(cat "$stamp")" != "$opts" ]]; then
 		step="reconfigure"
 		cohmap_msg "reconfiguring $dir/ (options: ${opts:-none})…"
