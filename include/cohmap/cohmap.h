@@ -44,6 +44,8 @@
  *
  * Thread safety:
  *
+ *  - Stores that race with cohmap_region_create()/cohmap_region_wrap()
+ *    itself may or may not be reported: start writing after it returned.
  *  - Tracked memory may be written by any thread at any time, including
  *    while another thread collects.  No write is lost: a store that
  *    completed before cohmap_region_collect() was called is reported by

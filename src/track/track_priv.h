@@ -19,7 +19,6 @@
 enum cohmap_debug_flags {
    COHMAP_DEBUG_VERBOSE = 1u << 0,
    COHMAP_DEBUG_STATS = 1u << 1,
-   COHMAP_DEBUG_NOTHP = 1u << 2,
 };
 
 /* Engine features. */
