@@ -73,6 +73,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "track/track_priv.h"
@@ -225,6 +226,39 @@ chain(int sig, siginfo_t *info, void *uctx)
       raise(sig);
 }
 
+/*
+ * A protection fault can be raised while a page is protected and delivered
+ * after another thread detached the region (made it writable and removed
+ * it from the table).  Chaining it would hand a harmless fault to the
+ * previous handler — with SIG_DFL, a dead process.  So a protection fault
+ * on an address cohmap does not track is first retried: if it was stale
+ * the store now succeeds; if it was real it faults again at the same
+ * address in the same thread and is chained then.  One slot per thread
+ * hash; a collision only costs one more retry.
+ */
+#define RETRY_SLOTS 64
+
+static struct {
+   atomic_long tid;
+   _Atomic uintptr_t addr;
+} retry_slots[RETRY_SLOTS];
+
+static bool
+retry_first_time(uintptr_t addr)
+{
+   long tid = syscall(SYS_gettid);
+   unsigned slot = (unsigned)tid % RETRY_SLOTS;
+
+   if (atomic_load(&retry_slots[slot].tid) == tid &&
+       atomic_load(&retry_slots[slot].addr) == addr) {
+      atomic_store(&retry_slots[slot].tid, 0);
+      return false;
+   }
+   atomic_store(&retry_slots[slot].tid, tid);
+   atomic_store(&retry_slots[slot].addr, addr);
+   return true;
+}
+
 static void
 segv_handler(int sig, siginfo_t *info, void *uctx)
 {
@@ -232,14 +266,16 @@ segv_handler(int sig, siginfo_t *info, void *uctx)
    bool handled = false;
 
    if (info->si_code == SEGV_ACCERR) {
+      uintptr_t addr = (uintptr_t)info->si_addr;
       atomic_fetch_add(&handlers_running, 1);
-      struct cohmap_fault_state *fs =
-         table_lookup(atomic_load(&table), (uintptr_t)info->si_addr);
+      struct cohmap_fault_state *fs = table_lookup(atomic_load(&table), addr);
       if (fs && !atomic_load(&fs->dead))
-         handled = fault_handle(fs, (uintptr_t)info->si_addr);
+         handled = fault_handle(fs, addr);
       /* Count out before chaining: the previous handler may never return
        * (siglongjmp, exit). */
       atomic_fetch_sub(&handlers_running, 1);
+      if (!fs)
+         handled = retry_first_time(addr);
    }
 
    errno = saved_errno;
@@ -255,13 +291,39 @@ wait_for_handlers(void)
       sched_yield();
 }
 
+/* Installed with the first fault region and never removed: removing it
+ * races with faults raised before and delivered after (they would reach
+ * the previous disposition), and a handler installed after ours may chain
+ * to it.  With no fault region left it only passes signals on.  Checked
+ * again at every attach in case it was replaced by a restore. */
+static bool
+same_action(const struct sigaction *a, const struct sigaction *b)
+{
+   if ((a->sa_flags & SA_SIGINFO) != (b->sa_flags & SA_SIGINFO))
+      return false;
+   return (a->sa_flags & SA_SIGINFO) ? a->sa_sigaction == b->sa_sigaction
+                                     : a->sa_handler == b->sa_handler;
+}
+
 static int
 install_handler_locked(void)
 {
-   struct sigaction sa;
+   struct sigaction sa, cur;
 
-   if (handler_installed)
-      return 0;
+   if (handler_installed) {
+      /* Someone may have put back the disposition we replaced (test
+       * harnesses save and restore SIGSEGV around each test): then ours
+       * is gone and nothing chains to it, so install it again.  A
+       * different handler on top is assumed to chain to us (ASan, JVMs,
+       * Wine do); installing over it would make the two chain in a
+       * circle. */
+      if (sigaction(SIGSEGV, NULL, &cur) != 0)
+         return cohmap_errorf(-errno, "fault: sigaction(SIGSEGV) failed");
+      if ((cur.sa_flags & SA_SIGINFO) && cur.sa_sigaction == segv_handler)
+         return 0;
+      if (!same_action(&cur, &previous_action))
+         return 0;
+   }
    memset(&sa, 0, sizeof(sa));
    sa.sa_sigaction = segv_handler;
    /* SA_ONSTACK: a fault on a thread running on an alternate signal stack
@@ -273,23 +335,6 @@ install_handler_locked(void)
       return cohmap_errorf(-errno, "fault: sigaction(SIGSEGV) failed");
    handler_installed = true;
    return 0;
-}
-
-/* Once the last fault region is gone, hands SIGSEGV back, unless someone
- * installed a handler after us (it may chain to us: stay then). */
-static void
-uninstall_handler_locked(void)
-{
-   struct sigaction cur;
-
-   if (!handler_installed)
-      return;
-   if (sigaction(SIGSEGV, NULL, &cur) != 0)
-      return;
-   if ((cur.sa_flags & SA_SIGINFO) && cur.sa_sigaction == segv_handler) {
-      sigaction(SIGSEGV, &previous_action, NULL);
-      handler_installed = false;
-   }
 }
 
 /* Publishes a table with fs added (add) or removed.  Caller holds
@@ -462,7 +507,13 @@ fault_detach(struct cohmap_region *r)
       return;
    /* Writable first, unpublished second: a store between the two still
     * finds its region. */
-   mprotect(r->ptr, r->size, PROT_READ | PROT_WRITE);
+   if (mprotect(r->ptr, r->size, PROT_READ | PROT_WRITE) != 0) {
+      /* Part of wrapped memory was unmapped: mprotect stops at the first
+       * hole.  Give every page that is still there back writable. */
+      size_t ps = r->ctx->page_size;
+      for (size_t off = 0; off < r->size; off += ps)
+         mprotect(r->ptr + off, ps, PROT_READ | PROT_WRITE);
+   }
 
    pthread_mutex_lock(&table_lock);
    if (table_update_locked(fs, false) != 0) {
@@ -475,8 +526,6 @@ fault_detach(struct cohmap_region *r)
       r->fault = NULL;
       return;
    }
-   if (atomic_load(&table) == NULL)
-      uninstall_handler_locked();
    pthread_mutex_unlock(&table_lock);
 
    r->stats.faults += atomic_load(&fs->faults);

@@ -478,7 +478,7 @@ cohmap_region_destroy(struct cohmap_region *r)
    pthread_mutex_unlock(&ctx->lock);
 
    pthread_mutex_lock(&r->lock);
-   if (r->ops)
+   if (!r->detached)
       r->ops->detach(r);
    if (ctx->debug & COHMAP_DEBUG_STATS) {
       fprintf(stderr,
@@ -615,11 +615,16 @@ cohmap_region_collect(struct cohmap_region *r, uint32_t flags,
    if (ret)
       goto out;
 
-   /* Wrapped memory the caller unmapped: reading it would crash. */
+   /* Wrapped memory the caller unmapped: reading it would crash.  Stop
+    * tracking now, while what is left of the range is still the caller's
+    * memory: after this the region never touches the range again (a new
+    * mapping may be placed there). */
    if (!r->owned && msync(r->ptr, r->size, MS_ASYNC) != 0) {
       ret = r->error = cohmap_errorf(-EFAULT, "wrapped memory %p+%zu was "
                                      "unmapped while tracked",
                                      (void *)r->ptr, r->size);
+      r->ops->detach(r);
+      r->detached = true;
       goto out;
    }
 
@@ -638,13 +643,18 @@ cohmap_region_collect(struct cohmap_region *r, uint32_t flags,
       cohmap_info("region %p: %s gave up, moving to %s", (void *)r,
                   r->ops->name, to->name);
       int sret = region_switch(r, to, &r->pages);
-      cohmap_ranges_clear(&r->pages);
+      if (sret && to != &cohmap_track_compare_ops)
+         sret = region_switch(r, &cohmap_track_compare_ops, &r->pages);
       if (sret) {
-         /* Not even the fallback attaches: keep reporting everything. */
+         /* Not even compare attaches (no memory for a snapshot): report
+          * everything from now on. */
+         r->ops->detach(r);
          r->ops = &cohmap_track_full_ops;
          r->engine_failed = false;
          r->lost_tracking = true;
+         r->stats.method_switches++;
       }
+      cohmap_ranges_clear(&r->pages);
    }
 
    build_result(r);

@@ -111,6 +111,9 @@ struct cohmap_region {
     * stores (after fork(), after an mprotect failure). */
    bool lost_tracking;
 
+   /* The engine was detached because wrapped memory disappeared. */
+   bool detached;
+
    /* Set by an engine that cannot go on for this region (fault after
     * mprotect ENOMEM): the region core moves it to the fallback method at
     * the end of the current collect. */
