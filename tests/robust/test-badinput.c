@@ -92,6 +92,8 @@ wrap_bad_args(void)
    CHECK_ERR(cohmap_region_wrap(ctx, mem, ps,
                                 (enum cohmap_method)COHMAP_METHOD_COUNT, 0, &r),
              -EINVAL);
+   CHECK_ERR(cohmap_region_wrap(ctx, mem, ps, COHMAP_METHOD_AUTO, 1u << 31, &r),
+             -EINVAL);
    CHECK(r == NULL, "a failed wrap set *out");
 
    /* Nothing was left protected or changed: write every page (a page left
@@ -132,6 +134,8 @@ create_bad_args(void)
    }
    struct cohmap_region *r = NULL;
    CHECK_ERR(cohmap_region_create(ctx, ps, (enum cohmap_method)99, 0, &r),
+             -EINVAL);
+   CHECK_ERR(cohmap_region_create(ctx, ps, COHMAP_METHOD_AUTO, 1u << 31, &r),
              -EINVAL);
    CHECK(r == NULL, "a failed create set *out");
    /* An odd size works and is rounded up. */

@@ -7,7 +7,8 @@
  * Writes the kernel makes on the process's behalf (read(2), pread(2),
  * recv(2) into tracked memory).
  *
- *  - scan, compare and full report them, into pages never touched before
+ *  - scan, compare and full report them (also process_vm_writev(2) and
+ *    writes through /proc/self/mem, the debugger's way), into pages never touched before
  *    (unpopulated) and into pages already written and re-armed; scan
  *    reports exactly the pages written, compare exactly the bytes.
  *  - fault is documented as not transparent: read(2) into a write-protected
@@ -17,6 +18,7 @@
  */
 
 #include <sys/socket.h>
+#include <sys/uio.h>
 
 #include "robust-util.h"
 
@@ -24,10 +26,12 @@
 
 static size_t ps;
 
-enum how { HOW_PIPE, HOW_PREAD, HOW_RECV };
+enum how { HOW_PIPE, HOW_PREAD, HOW_RECV, HOW_VMWRITEV, HOW_PROCMEM };
 
 static const char *const how_name[] = {"read(pipe)", "pread(memfd)",
-                                       "recv(socketpair)"};
+                                       "recv(socketpair)",
+                                       "process_vm_writev(self)",
+                                       "pwrite(/proc/self/mem)"};
 
 /* Has the kernel copy len bytes of src into dst; returns what the syscall
  * returned (errno set on -1). */
@@ -53,6 +57,20 @@ kernel_copy(enum how how, void *dst, const uint8_t *src, size_t len)
       CHECK_SYS(fd);
       CHECK(pwrite(fd, src, len, 4096) == (ssize_t)len, "pwrite memfd");
       n = pread(fd, dst, len, 4096);
+      err = errno;
+      close(fd);
+      break;
+   }
+   case HOW_VMWRITEV: {
+      struct iovec local = {(void *)src, len}, remote = {dst, len};
+      n = process_vm_writev(getpid(), &local, 1, &remote, 1, 0);
+      err = errno;
+      break;
+   }
+   case HOW_PROCMEM: {
+      int fd = open("/proc/self/mem", O_RDWR | O_CLOEXEC);
+      CHECK_SYS(fd);
+      n = pwrite(fd, src, len, (off_t)(uintptr_t)dst);
       err = errno;
       close(fd);
       break;
@@ -179,6 +197,11 @@ static int scan_wrap_pipe(void) { return kernel_write_case(COHMAP_METHOD_SCAN, H
 static int compare_pipe(void) { return kernel_write_case(COHMAP_METHOD_COMPARE, HOW_PIPE, false); }
 static int compare_pread(void) { return kernel_write_case(COHMAP_METHOD_COMPARE, HOW_PREAD, false); }
 static int compare_recv(void) { return kernel_write_case(COHMAP_METHOD_COMPARE, HOW_RECV, true); }
+static int scan_vmwritev(void) { return kernel_write_case(COHMAP_METHOD_SCAN, HOW_VMWRITEV, false); }
+static int scan_procmem(void) { return kernel_write_case(COHMAP_METHOD_SCAN, HOW_PROCMEM, true); }
+static int compare_vmwritev(void) { return kernel_write_case(COHMAP_METHOD_COMPARE, HOW_VMWRITEV, false); }
+static int compare_procmem(void) { return kernel_write_case(COHMAP_METHOD_COMPARE, HOW_PROCMEM, false); }
+static int full_procmem(void) { return kernel_write_case(COHMAP_METHOD_FULL, HOW_PROCMEM, false); }
 static int full_pipe(void) { return kernel_write_case(COHMAP_METHOD_FULL, HOW_PIPE, false); }
 static int full_pread(void) { return kernel_write_case(COHMAP_METHOD_FULL, HOW_PREAD, true); }
 
@@ -273,7 +296,19 @@ fault_read_efault(void)
    CHECK_COLLECT(r, &d, "collect after the straddling read");
    robust_mirror_check(&m, &d, "collect after the straddling read");
 
-   /* 5. CPU writes keep being tracked. */
+   /* 5. process_vm_writev(2) into a protected page: EFAULT as well. */
+   fill_pattern(src, 64, 3);
+   n = kernel_copy(HOW_VMWRITEV, p + 11 * ps, src, 64);
+   err = errno;
+   CHECK((n == -1 && err == EFAULT) || (n >= 0 && n < 64),
+         "process_vm_writev(2) into a write-protected page returned %zd (%s)",
+         n, n < 0 ? strerror(err) : "bytes");
+   if (n > 0)
+      robust_mirror_mark(&m, 11 * ps, (size_t)n);
+   CHECK_COLLECT(r, &d, "collect after process_vm_writev");
+   robust_mirror_check(&m, &d, "collect after process_vm_writev");
+
+   /* 6. CPU writes keep being tracked. */
    for (size_t pg = 0; pg < NPAGES; pg += 3)
       robust_mirror_write(&m, pg * ps + pg, (uint8_t)pg + 1);
    CHECK_COLLECT(r, &d, "final collect");
@@ -290,4 +325,7 @@ ROBUST_MAIN(ROBUST_CASE(scan_pipe), ROBUST_CASE(scan_pread),
             ROBUST_CASE(scan_recv), ROBUST_CASE(scan_wrap_pipe),
             ROBUST_CASE(compare_pipe), ROBUST_CASE(compare_pread),
             ROBUST_CASE(compare_recv), ROBUST_CASE(full_pipe),
-            ROBUST_CASE(full_pread), ROBUST_CASE(fault_read_efault))
+            ROBUST_CASE(full_pread), ROBUST_CASE(scan_vmwritev),
+            ROBUST_CASE(scan_procmem), ROBUST_CASE(compare_vmwritev),
+            ROBUST_CASE(compare_procmem), ROBUST_CASE(full_procmem),
+            ROBUST_CASE(fault_read_efault))

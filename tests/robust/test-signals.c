@@ -16,6 +16,8 @@
  *    chain, also for regions and contexts created after it.
  */
 
+#include <setjmp.h>
+
 #include "robust-util.h"
 
 #define NPAGES 16
@@ -715,6 +717,81 @@ restored_disposition_is_reinstalled(void)
    return 0;
 }
 
+/* ---------------------------------------------------------------------- */
+/* "Is this address writable?" probes (Wine, JVMs, safe-read helpers): the
+ * handler installed before cohmap siglongjmp()s out of a foreign fault.
+ * Tracked writes in between keep working; a tracked write inside the probe
+ * never reaches the probe handler. */
+
+static sigjmp_buf probe_env;
+static volatile sig_atomic_t probe_jumps;
+
+static void
+probe_handler(int sig, siginfo_t *si, void *uc)
+{
+   (void)sig;
+   (void)si;
+   (void)uc;
+   probe_jumps++;
+   siglongjmp(probe_env, 1);
+}
+
+static int
+prev_handler_siglongjmp(void)
+{
+   struct sigaction sa;
+   struct cohmap_dirty d;
+
+   ps = robust_page_size();
+   memset(&sa, 0, sizeof(sa));
+   sa.sa_sigaction = probe_handler;
+   sa.sa_flags = SA_SIGINFO;
+   CHECK_SYS(sigaction(SIGSEGV, &sa, NULL));
+   struct cohmap_context *ctx = robust_context_create();
+   if (robust_method_unavailable(ctx, COHMAP_METHOD_FAULT))
+      return ROBUST_SKIP;
+   struct cohmap_region *r = NULL;
+   CHECK_OK(cohmap_region_create(ctx, NPAGES * ps, COHMAP_METHOD_FAULT, 0, &r));
+   volatile uint8_t *tracked = cohmap_region_ptr(r);
+   static struct robust_mirror m;
+   robust_mirror_init(&m, cohmap_region_ptr(r), NPAGES * ps);
+   CHECK_COLLECT(r, &d, "initial");
+   volatile uint8_t *ro = robust_mmap(ps, PROT_READ);
+
+   for (volatile unsigned i = 0; i < 40; i++) {
+      robust_mirror_write(&m, (i % NPAGES) * ps + i, (uint8_t)(i + 1));
+      if (sigsetjmp(probe_env, 1) == 0) {
+         ro[i] = 1;
+         CHECK(false, "a write to read-only memory succeeded");
+      }
+      CHECK(probe_jumps == (int)i + 1, "probe %u: %d jumps", i,
+            (int)probe_jumps);
+      /* A tracked write inside a probe is cohmap's, not the prober's. */
+      if (sigsetjmp(probe_env, 1) == 0) {
+         size_t off = ((i * 5 + 3) % NPAGES) * ps + 2 * i;
+         tracked[off] = (uint8_t)(0x80 + i);
+         m.pending[off] = 1;
+      } else {
+         CHECK(false, "a tracked write inside a probe reached the probe "
+               "handler");
+      }
+      if (i % 8 == 7) {
+         CHECK_COLLECT(r, &d, "collect between probes");
+         robust_mirror_check(&m, &d, "collect between probes");
+      }
+   }
+   CHECK_COLLECT(r, &d, "final collect");
+   robust_mirror_check(&m, &d, "final collect");
+   sigset_t cur;
+   sigprocmask(SIG_SETMASK, NULL, &cur);
+   CHECK(!sigismember(&cur, SIGSEGV), "SIGSEGV left blocked");
+   CHECK_OK(cohmap_region_destroy(r));
+   CHECK_OK(cohmap_context_destroy(ctx));
+   robust_mirror_fini(&m);
+   munmap((void *)ro, ps);
+   return 0;
+}
+
 ROBUST_MAIN(ROBUST_CASE(prev_siginfo_handler_gets_foreign_faults),
             ROBUST_CASE(prev_plain_handler_gets_foreign_faults),
             ROBUST_CASE(default_inherited_accerr_dies),
@@ -727,4 +804,5 @@ ROBUST_MAIN(ROBUST_CASE(prev_siginfo_handler_gets_foreign_faults),
             ROBUST_CASE(sent_sigsegv_ign_ignored),
             ROBUST_CASE(prev_resethand_siginfo_runs_once),
             ROBUST_CASE(prev_resethand_plain_runs_once),
-            ROBUST_CASE(restored_disposition_is_reinstalled))
+            ROBUST_CASE(restored_disposition_is_reinstalled),
+            ROBUST_CASE(prev_handler_siglongjmp))

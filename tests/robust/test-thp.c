@@ -15,6 +15,10 @@
 
 #define HPAGE ((size_t)2 << 20)
 
+#ifndef MADV_COLLAPSE
+#define MADV_COLLAPSE 25
+#endif
+
 static size_t ps;
 
 /* AnonHugePages (kB) of the mappings overlapping [addr, addr+len). */
@@ -141,6 +145,17 @@ thp_case(enum cohmap_method method, bool huge)
    one_write(r, 0, 37 * ps + 124, 0xe3, exact, "same page again");
    one_write(r, HPAGE, 2 * HPAGE - 1, 0xe4, exact, "last byte");
    one_write(r, 0, 0, 0xe5, exact, "first byte");
+
+   if (huge) {
+      /* Collapsing the split block back into a huge page while tracked
+       * (khugepaged does this on its own) must not lose a write. */
+      int rc = madvise(mem, 2 * HPAGE, MADV_COLLAPSE);
+      printf("MADV_COLLAPSE while tracked: %s; AnonHugePages %ld kB\n",
+             rc ? strerror(errno) : "done", anon_huge_kb(mem, 2 * HPAGE));
+      one_write(r, 0, 37 * ps + 200, 0xe6, exact, "after MADV_COLLAPSE");
+      one_write(r, HPAGE, HPAGE + 5 * ps, 0xe7, exact,
+                "after MADV_COLLAPSE, block 1");
+   }
 
    CHECK_OK(cohmap_region_destroy(r));
    CHECK_OK(cohmap_context_destroy(ctx));

@@ -180,6 +180,51 @@ scan_replaced_case(bool use_mremap)
 static int scan_mmap_fixed_over(void) { return scan_replaced_case(false); }
 static int scan_mremap_away(void) { return scan_replaced_case(true); }
 
+/*
+ * madvise(MADV_DONTNEED) on wrapped private memory zeroes it: to the
+ * device that is a change like any store.  scan and compare (which see
+ * writes from any source) must report the zeroed pages.
+ */
+static int
+dontneed_case(enum cohmap_method method)
+{
+   struct cohmap_dirty d;
+
+   ps = robust_page_size();
+   struct cohmap_context *ctx = robust_context_create();
+   if (robust_method_unavailable(ctx, method))
+      return ROBUST_SKIP;
+   uint8_t *mem = robust_mmap(NPAGES * ps, PROT_READ | PROT_WRITE);
+   memset(mem, 0x5a, NPAGES * ps);
+   struct cohmap_region *r = NULL;
+   CHECK_OK(cohmap_region_wrap(ctx, mem, NPAGES * ps, method, 0, &r));
+   CHECK_COLLECT(r, &d, "initial collect");
+   mem[ps] = 1;
+   CHECK_COLLECT(r, &d, "collect of a store");
+   CHECK_SYS(madvise(mem + 2 * ps, 3 * ps, MADV_DONTNEED));
+   CHECK(mem[3 * ps] == 0, "MADV_DONTNEED did not zero the page");
+   CHECK_COLLECT(r, &d, "collect after MADV_DONTNEED");
+   robust_print_dirty("collect after MADV_DONTNEED", &d);
+   CHECK(robust_dirty_covers(&d, 2 * ps, 3 * ps),
+         "%s: pages zeroed by MADV_DONTNEED were not reported",
+         robust_method_str(method));
+   for (size_t i = 2 * ps; i < 5 * ps; i++)
+      CHECK(((const uint8_t *)d.data)[i] == 0, "data[%zu] is not 0", i);
+   CHECK_COLLECT(r, &d, "collect with no change");
+   CHECK(d.count == 0, "%zu ranges reported with no change", d.count);
+   /* Tracking goes on in the zapped pages. */
+   mem[3 * ps + 7] = 9;
+   CHECK_COLLECT(r, &d, "store into a zapped page");
+   CHECK(robust_dirty_covers(&d, 3 * ps + 7, 1), "store not reported");
+   CHECK_OK(cohmap_region_destroy(r));
+   CHECK_OK(cohmap_context_destroy(ctx));
+   munmap(mem, NPAGES * ps);
+   return 0;
+}
+
+static int dontneed_scan(void) { return dontneed_case(COHMAP_METHOD_SCAN); }
+static int dontneed_compare(void) { return dontneed_case(COHMAP_METHOD_COMPARE); }
+
 ROBUST_MAIN(ROBUST_CASE(unmap_whole_scan), ROBUST_CASE(unmap_whole_clean_scan),
             ROBUST_CASE(unmap_middle_scan), ROBUST_CASE(unmap_last_clean_scan),
             ROBUST_CASE(unmap_whole_fault),
@@ -192,4 +237,5 @@ ROBUST_MAIN(ROBUST_CASE(unmap_whole_scan), ROBUST_CASE(unmap_whole_clean_scan),
             ROBUST_CASE(unmap_last_clean_compare),
             ROBUST_CASE(unmap_whole_full), ROBUST_CASE(unmap_whole_clean_full),
             ROBUST_CASE(unmap_middle_full), ROBUST_CASE(unmap_last_clean_full),
-            ROBUST_CASE(scan_mmap_fixed_over), ROBUST_CASE(scan_mremap_away))
+            ROBUST_CASE(scan_mmap_fixed_over), ROBUST_CASE(scan_mremap_away),
+            ROBUST_CASE(dontneed_scan), ROBUST_CASE(dontneed_compare))
