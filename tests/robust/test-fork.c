@@ -19,6 +19,9 @@
  * again.
  */
 
+#include <pthread.h>
+#include <stdatomic.h>
+
 #include "robust-util.h"
 
 #define NPAGES 64
@@ -223,7 +226,88 @@ fork_scan_nested(void)
    return 0;
 }
 
+/*
+ * fork() while another thread is inside cohmap's fault handler (it keeps
+ * writing a fault region that the forking thread keeps re-protecting).
+ * The child has only the forking thread: any state "a handler is running"
+ * the other thread left is frozen in the child.  The child must still be
+ * able to create, use and destroy fault regions (no hang).  (The writer
+ * thread calls no cohmap function; it only stores to tracked memory.)
+ */
+static atomic_bool writer_stop;
+static uint8_t *writer_mem;
+
+static void *
+writer_thread(void *arg)
+{
+   (void)arg;
+   unsigned v = 0;
+   while (!atomic_load(&writer_stop)) {
+      for (size_t pg = 0; pg < NPAGES; pg++)
+         ((volatile uint8_t *)writer_mem)[pg * ps + (v % 64)] = (uint8_t)v;
+      v++;
+   }
+   return NULL;
+}
+
+static int
+fork_while_faulting(void)
+{
+   struct cohmap_dirty d;
+
+   ps = robust_page_size();
+   struct cohmap_context *ctx = robust_context_create();
+   if (robust_method_unavailable(ctx, COHMAP_METHOD_FAULT))
+      return ROBUST_SKIP;
+   struct cohmap_region *r = NULL;
+   CHECK_OK(cohmap_region_create(ctx, NPAGES * ps, COHMAP_METHOD_FAULT, 0, &r));
+   writer_mem = cohmap_region_ptr(r);
+   CHECK_COLLECT(r, &d, "initial");
+   pthread_t t;
+   CHECK(pthread_create(&t, NULL, writer_thread, NULL) == 0, "thread");
+
+   unsigned forks = ROBUST_ASAN ? 60 : 200;
+   uint64_t faults_before = 0;
+   for (unsigned i = 0; i < forks; i++) {
+      CHECK_COLLECT(r, &d, "parent collect while the writer runs");
+      pid_t pid = robust_fork();
+      if (pid == 0) {
+         struct cohmap_dirty cd;
+         alarm(5);
+         struct cohmap_region *r2 = NULL;
+         CHECK_OK(cohmap_region_create(ctx, 4 * ps, COHMAP_METHOD_FAULT, 0,
+                                       &r2));
+         ((volatile uint8_t *)cohmap_region_ptr(r2))[ps] = 1;
+         CHECK_COLLECT(r2, &cd, "child: collect of its new region");
+         CHECK(robust_dirty_covers(&cd, ps, 1), "child: write not reported");
+         CHECK_OK(cohmap_region_destroy(r2));
+         ((volatile uint8_t *)writer_mem)[3 * ps] = 0xcc;
+         CHECK_COLLECT(r, &cd, "child: collect of the inherited region");
+         CHECK(robust_dirty_covers(&cd, 3 * ps, 1), "child: write not "
+               "reported");
+         CHECK_OK(cohmap_region_destroy(r));
+         CHECK_OK(cohmap_context_destroy(ctx));
+         robust_exit(0);
+      }
+      int st = robust_waitpid(pid);
+      char what[64];
+      snprintf(what, sizeof(what), "child %u forked while faulting", i);
+      CHECK_CHILD_EXIT0(st, what);
+   }
+   atomic_store(&writer_stop, true);
+   pthread_join(t, NULL);
+   struct cohmap_region_stats st;
+   CHECK_OK(cohmap_region_get_stats(r, &st));
+   printf("%u forks while the writer took %" PRIu64 " faults\n", forks,
+          st.faults - faults_before);
+   CHECK(st.faults > forks, "the writer hardly faulted (%" PRIu64 "): the "
+         "test did not test anything", st.faults);
+   CHECK_OK(cohmap_region_destroy(r));
+   CHECK_OK(cohmap_context_destroy(ctx));
+   return 0;
+}
+
 ROBUST_MAIN(ROBUST_CASE(fork_scan), ROBUST_CASE(fork_scan_wrap),
             ROBUST_CASE(fork_fault), ROBUST_CASE(fork_fault_wrap),
             ROBUST_CASE(fork_compare), ROBUST_CASE(fork_full),
-            ROBUST_CASE(fork_scan_nested))
+            ROBUST_CASE(fork_scan_nested), ROBUST_CASE(fork_while_faulting))
