@@ -76,12 +76,16 @@ check_tracks(struct cohmap_region *r, const char *what)
    struct cohmap_dirty d;
    struct robust_mirror m;
    size_t np = cohmap_region_size(r) / ps;
+   /* New values on every call: compare reports only bytes that change. */
+   static unsigned calls;
+   calls++;
 
    robust_mirror_init(&m, cohmap_region_ptr(r), cohmap_region_size(r));
    CHECK_COLLECT(r, &d, what);
    for (unsigned cycle = 0; cycle < 3; cycle++) {
       for (size_t pg = cycle; pg < np; pg += 4)
-         robust_mirror_write(&m, pg * ps + cycle * 5, (uint8_t)(0x10 + cycle));
+         robust_mirror_write(&m, pg * ps + cycle * 5,
+                             (uint8_t)(0x10 + cycle + 16 * calls));
       CHECK_COLLECT(r, &d, what);
       robust_mirror_check(&m, &d, what);
    }
@@ -123,6 +127,35 @@ ebusy_case(size_t reg_first, size_t reg_pages)
             cohmap_method_name(got) != NULL,
          "FALLBACK region on busy memory has method %s", robust_method_str(got));
    check_tracks(r, "fallback region on busy memory");
+   CHECK_OK(cohmap_region_destroy(r));
+
+   /* 2b. AUTO picks something that works rather than failing. */
+   CHECK_OK(cohmap_region_wrap(ctx, mem, NPAGES * ps, COHMAP_METHOD_AUTO, 0,
+                               &r));
+   printf("AUTO on busy memory got method %s\n",
+          robust_method_str(cohmap_region_method(r)));
+   CHECK(cohmap_region_method(r) != COHMAP_METHOD_SCAN &&
+            cohmap_region_method(r) != COHMAP_METHOD_FAULT,
+         "AUTO region on busy memory has method %s",
+         robust_method_str(cohmap_region_method(r)));
+   check_tracks(r, "AUTO region on busy memory");
+
+   /* 2c. Switching that region to scan fails with EBUSY, changes nothing
+    * and loses nothing. */
+   {
+      struct cohmap_dirty d;
+      enum cohmap_method before = cohmap_region_method(r);
+      uint8_t *p = cohmap_region_ptr(r);
+      p[2 * ps + 9] = 0x99;
+      CHECK_RC(cohmap_region_set_method(r, COHMAP_METHOD_SCAN), -EBUSY);
+      CHECK(cohmap_region_method(r) == before, "failed set_method changed the "
+            "method to %s", robust_method_str(cohmap_region_method(r)));
+      p[5 * ps + 1] = 0x98;
+      CHECK_COLLECT(r, &d, "collect after a failed set_method");
+      CHECK(robust_dirty_covers(&d, 2 * ps + 9, 1) &&
+               robust_dirty_covers(&d, 5 * ps + 1, 1),
+            "a write around a failed set_method(SCAN) was lost");
+   }
    CHECK_OK(cohmap_region_destroy(r));
 
    /* 3. fault does not care about userfaultfd. */

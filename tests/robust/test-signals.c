@@ -792,6 +792,49 @@ prev_handler_siglongjmp(void)
    return 0;
 }
 
+/* ---------------------------------------------------------------------- */
+/* After a fault region is destroyed, its range is not cohmap's: a write
+ * fault there (the caller protected its memory itself, or a new mapping
+ * took the place of an owned region) takes the normal course. */
+static int
+destroyed_region_is_not_claimed(void)
+{
+   struct cohmap_dirty d;
+
+   ps = robust_page_size();
+   struct cohmap_context *ctx = robust_context_create();
+   if (robust_method_unavailable(ctx, COHMAP_METHOD_FAULT))
+      return ROBUST_SKIP;
+
+   /* Wrapped: the memory stays, read-write, then the caller protects it. */
+   uint8_t *mem = robust_mmap(NPAGES * ps, PROT_READ | PROT_WRITE);
+   struct cohmap_region *r = NULL;
+   CHECK_OK(cohmap_region_wrap(ctx, mem, NPAGES * ps, COHMAP_METHOD_FAULT, 0,
+                               &r));
+   CHECK_COLLECT(r, &d, "initial");
+   mem[ps] = 1; /* page 1 unprotected, page 2 still protected */
+   CHECK_OK(cohmap_region_destroy(r));
+   for (size_t pg = 0; pg < NPAGES; pg++)
+      ((volatile uint8_t *)mem)[pg * ps + 2] = 2; /* all writable again */
+   robust_expect_foreign_fault_kills(mem + 2 * ps, "wrapped, destroyed");
+
+   /* Owned: a new mapping where the region was. */
+   CHECK_OK(cohmap_region_create(ctx, NPAGES * ps, COHMAP_METHOD_FAULT, 0, &r));
+   uint8_t *p = cohmap_region_ptr(r);
+   CHECK_COLLECT(r, &d, "initial");
+   p[ps] = 1;
+   CHECK_OK(cohmap_region_destroy(r));
+   void *again = mmap(p, NPAGES * ps, PROT_READ | PROT_WRITE,
+                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+   CHECK(again == p, "mmap where the region was: %s", strerror(errno));
+   robust_expect_foreign_fault_kills(p + 3 * ps, "owned, destroyed");
+
+   CHECK_OK(cohmap_context_destroy(ctx));
+   munmap(mem, NPAGES * ps);
+   munmap(again, NPAGES * ps);
+   return 0;
+}
+
 ROBUST_MAIN(ROBUST_CASE(prev_siginfo_handler_gets_foreign_faults),
             ROBUST_CASE(prev_plain_handler_gets_foreign_faults),
             ROBUST_CASE(default_inherited_accerr_dies),
@@ -805,4 +848,5 @@ ROBUST_MAIN(ROBUST_CASE(prev_siginfo_handler_gets_foreign_faults),
             ROBUST_CASE(prev_resethand_siginfo_runs_once),
             ROBUST_CASE(prev_resethand_plain_runs_once),
             ROBUST_CASE(restored_disposition_is_reinstalled),
-            ROBUST_CASE(prev_handler_siglongjmp))
+            ROBUST_CASE(prev_handler_siglongjmp),
+            ROBUST_CASE(destroyed_region_is_not_claimed))
