@@ -52,6 +52,16 @@ child_collects(struct cohmap_context *ctx, struct cohmap_region *r,
    CHECK_COLLECT(r, &d, "child collect 3");
    robust_mirror_check(&m, &d, "child collect 3");
 
+   /* A new region of the same method on the inherited context. */
+   struct cohmap_region *r2 = NULL;
+   CHECK_OK(cohmap_region_create(ctx, 8 * ps, cohmap_region_method(r), 0, &r2));
+   CHECK_COLLECT(r2, &d, "child: new region, initial");
+   ((volatile uint8_t *)cohmap_region_ptr(r2))[3 * ps + 3] = 3;
+   CHECK_COLLECT(r2, &d, "child: new region");
+   CHECK(robust_dirty_covers(&d, 3 * ps + 3, 1),
+         "child: a write to a region created in the child was not reported");
+   CHECK_OK(cohmap_region_destroy(r2));
+
    CHECK_OK(cohmap_region_destroy(r));
    CHECK_OK(cohmap_context_destroy(ctx));
    robust_mirror_fini(&m);
