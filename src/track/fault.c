@@ -197,7 +197,16 @@ fault_handle(struct cohmap_fault_state *fs, uintptr_t addr)
 static void
 chain(int sig, siginfo_t *info, void *uctx)
 {
-   const struct sigaction *prev = &previous_action;
+   struct sigaction prev_copy = previous_action;
+   const struct sigaction *prev = &prev_copy;
+
+   /* SA_RESETHAND: the kernel would have reset the disposition to SIG_DFL
+    * when delivering to that handler; do the same to our copy of it, so
+    * it runs once and the next fault takes the default action. */
+   if (prev->sa_flags & SA_RESETHAND) {
+      previous_action.sa_flags = 0;
+      previous_action.sa_handler = SIG_DFL;
+   }
 
    if (prev->sa_flags & SA_SIGINFO) {
       if (prev->sa_sigaction) {
@@ -289,6 +298,39 @@ wait_for_handlers(void)
 {
    while (atomic_load(&handlers_running) != 0)
       sched_yield();
+}
+
+/*
+ * fork() may happen while another thread holds table_lock or is inside the
+ * handler; only the forking thread exists in the child, so the lock would
+ * never be released and handlers_running never drop to zero there.  Take
+ * the lock around fork() and reset the counter in the child.
+ */
+static void
+atfork_prepare(void)
+{
+   pthread_mutex_lock(&table_lock);
+}
+
+static void
+atfork_parent(void)
+{
+   pthread_mutex_unlock(&table_lock);
+}
+
+static void
+atfork_child(void)
+{
+   atomic_store(&handlers_running, 0);
+   pthread_mutex_unlock(&table_lock);
+}
+
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+static void
+register_atfork(void)
+{
+   pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
 }
 
 /* Installed with the first fault region and never removed: removing it
@@ -396,6 +438,7 @@ fault_attach(struct cohmap_region *r)
       return cohmap_errorf(-ENOMEM, "fault: out of memory");
    }
 
+   pthread_once(&atfork_once, register_atfork);
    pthread_mutex_lock(&table_lock);
    int ret = install_handler_locked();
    if (ret == 0)
