@@ -389,17 +389,14 @@ tu_model_init(struct tu_model *m, void *mem, size_t size)
    m->page_size = tu_page_size();
    m->npages = (size + m->page_size - 1) / m->page_size;
    m->mem = mem;
-   /* mmap rather than malloc: large mirrors stay out of the sanitizer's
-    * allocator and come zeroed. */
-   m->mirror = mmap(NULL, size, PROT_READ | PROT_WRITE,
-                    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+   /* The mirror is the test's own memory, never tracked: huge pages make
+    * populating a big one cheap (page faults are slow in VMs). */
+   m->mirror = tu_map(size, size >= TU_HUGE_PAGE_SIZE ? TU_HUGE_PAGE_SIZE
+                                                      : 0, true);
    m->written = calloc(size / 8 + 1, 1);
    m->page_written = calloc(m->npages, 1);
    m->page_reported = calloc(m->npages, 1);
-   if (m->mirror == MAP_FAILED || !m->written || !m->page_written ||
-       !m->page_reported) {
-      if (m->mirror == MAP_FAILED)
-         m->mirror = NULL;
+   if (!m->mirror || !m->written || !m->page_written || !m->page_reported) {
       tu_model_fini(m);
       return false;
    }
@@ -410,8 +407,7 @@ tu_model_init(struct tu_model *m, void *mem, size_t size)
 void
 tu_model_fini(struct tu_model *m)
 {
-   if (m->mirror)
-      munmap(m->mirror, m->size);
+   tu_unmap(m->mirror, m->size);
    free(m->written);
    free(m->page_written);
    free(m->page_reported);

@@ -16,13 +16,14 @@
  * slot whose mirror value is stale at the next checkpoint (unless
  * rewritten since, which is why checkpoints are frequent).
  *
- * Placements: slots spread over the region, all writers on one page, and
- * all writers on two adjacent pages (maximum contention: fault handlers
- * racing each other and the collect on the same page's protection).
+ * Placements: slots spread over 16 or 4 pages, all writers on one page,
+ * and all writers on two adjacent pages (maximum contention: fault
+ * handlers racing each other and the collect on the same page's
+ * protection).
  *
- * Without arguments: about 2,000 collects per case.  --slow: 100,000
- * collects for the main case of each method (--method=NAME picks one
- * method, so that meson runs them in parallel).
+ * Without arguments: 2,000 collects for the main case of each method,
+ * 1,000 for the others.  --slow: 100,000 and 5,000 (--method=NAME picks
+ * one method, so that meson runs them in parallel).
  */
 
 #include <errno.h>

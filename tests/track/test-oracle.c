@@ -150,6 +150,7 @@ test_oracle(void **state)
 
    uint64_t bytes = 0;
    bool ok = true;
+   double start = tu_now();
    for (unsigned round = 0; round < c->rounds && ok; round++) {
       unsigned kind = (unsigned)tu_rng_below(&rng, 100);
       if (kind < 5) {
@@ -177,6 +178,8 @@ test_oracle(void **state)
       ok = tu_model_collected(&model, &d, &expect, what);
    }
 
+   printf("# %s: %u rounds, %.2f s\n", c->name, c->rounds,
+          tu_now() - start);
    if (ok) {
       struct cohmap_region_stats st;
       assert_int_equal(cohmap_region_get_stats(region, &st), 0);
@@ -257,6 +260,17 @@ main(int argc, char **argv)
    for (size_t s = 0; s < nsizes; s++) {
       for (size_t i = 0; i < TU_ARRAY_SIZE(methods); i++) {
          for (uint32_t exact = 0; exact < 2; exact++) {
+            /* Populating 256 MiB several times over is what costs on the
+             * biggest regions (page faults are slow in VMs): there, skip
+             * the variants that add nothing size-dependent -- strict
+             * fault (widening is the big-region case), full (reports
+             * the region) and compare+BYTE_EXACT (compare already is). */
+            if (sizes[s].size > 64 * TU_MIB &&
+                ((methods[i].m == COHMAP_METHOD_FAULT &&
+                  methods[i].widen == 1) ||
+                 (methods[i].m == COHMAP_METHOD_FULL && !exact) ||
+                 (methods[i].m == COHMAP_METHOD_COMPARE && exact)))
+               continue;
             struct oracle_case *c = &cases[n];
             c->method = methods[i].m;
             c->flags = exact ? COHMAP_REGION_BYTE_EXACT : 0;
