@@ -119,6 +119,9 @@ struct fault_table {
 static pthread_mutex_t table_lock = PTHREAD_MUTEX_INITIALIZER;
 static _Atomic(struct fault_table *) table;
 static atomic_uint handlers_running;
+/* Bumped at every table publish: lets the retry logic below tell a repeat
+ * of the same fault from a new one raised after the table changed. */
+static atomic_ulong table_generation;
 static struct sigaction previous_action;
 static bool handler_installed;
 
@@ -244,27 +247,39 @@ chain(int sig, siginfo_t *info, void *uctx)
  * the store now succeeds; if it was real it faults again at the same
  * address in the same thread and is chained then.  One slot per thread
  * hash; a collision only costs one more retry.
+ *
+ * "Again" means with no table change in between: a slot remembers the
+ * table generation its fault saw.  Without that, a thread that once took
+ * a stale fault at an address would have its next stale fault there —
+ * after the region was re-protected and detached again, possibly much
+ * later — taken for a repeat and chained.  A stale fault needs a detach
+ * (a publish) between its protection and its lookup, and the protection
+ * needs an attach (a publish) after the previous retry, so a stale fault
+ * never sees the generation recorded by an earlier one.
  */
 #define RETRY_SLOTS 64
 
 static struct {
    atomic_long tid;
    _Atomic uintptr_t addr;
+   atomic_ulong generation;
 } retry_slots[RETRY_SLOTS];
 
 static bool
-retry_first_time(uintptr_t addr)
+retry_first_time(uintptr_t addr, unsigned long generation)
 {
    long tid = syscall(SYS_gettid);
    unsigned slot = (unsigned)tid % RETRY_SLOTS;
 
    if (atomic_load(&retry_slots[slot].tid) == tid &&
-       atomic_load(&retry_slots[slot].addr) == addr) {
+       atomic_load(&retry_slots[slot].addr) == addr &&
+       atomic_load(&retry_slots[slot].generation) == generation) {
       atomic_store(&retry_slots[slot].tid, 0);
       return false;
    }
    atomic_store(&retry_slots[slot].tid, tid);
    atomic_store(&retry_slots[slot].addr, addr);
+   atomic_store(&retry_slots[slot].generation, generation);
    return true;
 }
 
@@ -277,14 +292,19 @@ segv_handler(int sig, siginfo_t *info, void *uctx)
    if (info->si_code == SEGV_ACCERR) {
       uintptr_t addr = (uintptr_t)info->si_addr;
       atomic_fetch_add(&handlers_running, 1);
+      /* Read before the lookup: a publish after it makes the next fault
+       * look new, which only costs a retry. */
+      unsigned long generation = atomic_load(&table_generation);
       struct cohmap_fault_state *fs = table_lookup(atomic_load(&table), addr);
-      if (fs && !atomic_load(&fs->dead))
+      if (fs && atomic_load(&fs->dead))
+         fs = NULL;
+      if (fs)
          handled = fault_handle(fs, addr);
       /* Count out before chaining: the previous handler may never return
        * (siglongjmp, exit). */
       atomic_fetch_sub(&handlers_running, 1);
       if (!fs)
-         handled = retry_first_time(addr);
+         handled = retry_first_time(addr, generation);
    }
 
    errno = saved_errno;
@@ -410,6 +430,7 @@ table_update_locked(struct cohmap_fault_state *fs, bool add)
    }
 
    atomic_store(&table, t);
+   atomic_fetch_add(&table_generation, 1);
    wait_for_handlers();
    free(old);
    return 0;
@@ -541,6 +562,32 @@ failed:
    return cohmap_ranges_add(out, 0, r->size);
 }
 
+/*
+ * Pages a handler unprotected but had not yet recorded when the final
+ * collect took the bits.  A store to such a page by another thread can
+ * land before the next method arms and be missing from the final collect
+ * (with a snapshot created by the switch, compare would never see it
+ * either).  Once the region is unpublished and no handler runs, the bits
+ * are final: hand them to the region core, which reports carried ranges
+ * whole at the next collect.
+ */
+static void
+carry_late_pages(struct cohmap_region *r, struct cohmap_fault_state *fs)
+{
+   size_t ps = r->ctx->page_size;
+
+   for (size_t w = 0; w < fs->nwords; w++) {
+      unsigned long late = atomic_exchange(&fs->bits[w], 0);
+      while (late) {
+         unsigned b = (unsigned)__builtin_ctzl(late);
+         late &= late - 1;
+         size_t page = w * BITS_PER_WORD + b;
+         if (cohmap_ranges_add(&r->carry, page * ps, ps) != 0)
+            r->lost_tracking = true;
+      }
+   }
+}
+
 static void
 fault_detach(struct cohmap_region *r)
 {
@@ -564,13 +611,17 @@ fault_detach(struct cohmap_region *r)
        * ignore it, and leak fs (a few hundred bytes, once in a blue
        * moon) rather than free what the table still points to. */
       atomic_store(&fs->dead, true);
+      atomic_fetch_add(&table_generation, 1);
+      wait_for_handlers();
       pthread_mutex_unlock(&table_lock);
+      carry_late_pages(r, fs);
       r->stats.faults += atomic_load(&fs->faults);
       r->fault = NULL;
       return;
    }
    pthread_mutex_unlock(&table_lock);
 
+   carry_late_pages(r, fs);
    r->stats.faults += atomic_load(&fs->faults);
    free((void *)fs->bits);
    free(fs);
