@@ -264,17 +264,23 @@ region_switch(struct cohmap_region *r, const struct cohmap_track_ops *to,
    /* Refine against a snapshot that predates the switch; one created by
     * the switch already holds these stores. */
    if (r->snapshot && !created) {
-      for (size_t i = 0; i < old_pages->count && !r->lost_tracking; i++) {
+      for (size_t i = 0; i < old_pages->count && !r->report_whole; i++) {
+         /* A failed refine may have copied runs into the snapshot that
+          * were not reported: the snapshot cannot be trusted. */
          if (refine_range(r, old_pages->v[i].offset, old_pages->v[i].length,
                           &r->carry))
-            r->lost_tracking = true;
+            r->report_whole = true;
       }
    } else if (cohmap_ranges_add_all(&r->carry, old_pages)) {
-      r->lost_tracking = true;
+      r->report_whole = true;
    }
    cohmap_ranges_fini(&pages);
 
    from->detach(r);
+   /* Stores the old engine lost (or its late pages it could not carry)
+    * are already in a snapshot the switch created. */
+   if (created && r->lost_tracking)
+      r->report_whole = true;
    if (r->snapshot && !needs_snapshot(r, to))
       snapshot_destroy(r);
 
@@ -362,7 +368,7 @@ region_init(struct cohmap_context *ctx, uint8_t *ptr, size_t size,
    r->ops = ops;
 
    if (flags & COHMAP_REGION_INITIAL_DIRTY)
-      r->lost_tracking = true;
+      r->report_whole = true;
 
    ret = registry_add(r);
    if (ret) {
@@ -558,13 +564,21 @@ build_result(struct cohmap_region *r)
    int ret = 0;
 
    cohmap_ranges_clear(res);
-   if (r->lost_tracking) {
+   if (r->report_whole || (r->lost_tracking && !r->snapshot)) {
       /* Reserved at creation: cannot fail. */
       cohmap_ranges_add(res, 0, r->size);
       if (r->snapshot)
          memcpy(r->snapshot, r->ptr, r->size);
+      r->report_whole = false;
       r->lost_tracking = false;
+      cohmap_ranges_clear(&r->carry);
       return 0;
+   }
+   if (r->lost_tracking) {
+      /* The snapshot is the last reported state: diff all of it. */
+      cohmap_ranges_clear(&r->pages);
+      ret = cohmap_ranges_add(&r->pages, 0, r->size);
+      r->lost_tracking = false;
    }
 
    /* Carried ranges are reported whole; with a snapshot they are
@@ -690,4 +704,81 @@ cohmap_region_get_stats(const struct cohmap_region *r,
    out->faults += cohmap_fault_count(r);
    pthread_mutex_unlock(&m->lock);
    return 0;
+}
+
+/* Stores dev's bytes into memory and snapshot where the device changed
+ * them and the CPU did not, byte by byte: a wider store would also write
+ * bytes the CPU may be storing to at this moment. */
+static void
+merge_bytes(uint8_t *mem, uint8_t *snap, const uint8_t *dev, size_t n,
+            size_t *merged, size_t *conflicts)
+{
+   for (size_t i = 0; i < n; i++) {
+      if (dev[i] == snap[i])
+         continue;
+      if (mem[i] == snap[i]) {
+         mem[i] = dev[i];
+         snap[i] = dev[i];
+         (*merged)++;
+      } else {
+         (*conflicts)++;
+      }
+   }
+}
+
+int
+cohmap_region_merge(struct cohmap_region *r, size_t offset, const void *dev,
+                    size_t length, size_t *merged, size_t *conflicts)
+{
+   if (!registry_contains(r))
+      return cohmap_errorf(-EBADF, "%p is not a live region", (void *)r);
+   if (offset > r->size || length > r->size - offset)
+      return cohmap_errorf(-EINVAL, "merge of %zu bytes at %zu is outside "
+                           "the region (%zu bytes)", length, offset,
+                           r->size);
+
+   pthread_mutex_lock(&r->lock);
+   int ret = r->error;
+   if (!ret && !r->snapshot)
+      ret = cohmap_errorf(-EINVAL, "merge needs a region with a snapshot");
+   if (ret) {
+      pthread_mutex_unlock(&r->lock);
+      return ret;
+   }
+
+   uint64_t t0 = cohmap_now_ns();
+   /* Skip what the device did not change a block at a time: usually the
+    * device wrote a small part of what it may have written. */
+   enum { BLOCK = 256 };
+   const uint8_t *d = dev;
+   uint8_t *mem = r->ptr + offset, *snap = r->snapshot + offset;
+   for (size_t blk = 0; blk < length; blk += BLOCK) {
+      size_t n = length - blk < BLOCK ? length - blk : BLOCK;
+      if (memcmp(d + blk, snap + blk, n) != 0)
+         merge_bytes(mem + blk, snap + blk, d + blk, n, merged, conflicts);
+   }
+   r->stats.tracking_ns += cohmap_now_ns() - t0;
+   pthread_mutex_unlock(&r->lock);
+   return 0;
+}
+
+int
+cohmap_region_zero(struct cohmap_region *r, size_t offset, size_t length)
+{
+   if (!registry_contains(r))
+      return cohmap_errorf(-EBADF, "%p is not a live region", (void *)r);
+   if (offset > r->size || length > r->size - offset)
+      return cohmap_errorf(-EINVAL, "zeroing %zu bytes at %zu is outside "
+                           "the region (%zu bytes)", length, offset,
+                           r->size);
+
+   pthread_mutex_lock(&r->lock);
+   int ret = r->error;
+   if (!ret) {
+      memset(r->ptr + offset, 0, length);
+      if (r->snapshot)
+         memset(r->snapshot + offset, 0, length);
+   }
+   pthread_mutex_unlock(&r->lock);
+   return ret;
 }

@@ -106,10 +106,18 @@ struct cohmap_region {
     * collect returns it. */
    int error;
 
-   /* Report the whole region at the next collect: set at creation with
-    * COHMAP_REGION_INITIAL_DIRTY, and by an engine that lost track of
-    * stores (after fork(), after an mprotect failure). */
+   /* Set by an engine that lost track of which pages were stored to
+    * (after fork(), after an mprotect failure).  The next collect reports
+    * every byte that differs from the snapshot if the region has one (the
+    * snapshot still holds the last reported state, so this is exact and
+    * keeps bytes a device wrote meanwhile), else the whole region. */
    bool lost_tracking;
+
+   /* Report the whole region at the next collect, snapshot or not: set at
+    * creation with COHMAP_REGION_INITIAL_DIRTY, and when the snapshot may
+    * already hold unreported stores (a switch created it and the old
+    * engine's final collect failed; a refinement ran out of memory). */
+   bool report_whole;
 
    /* The engine was detached because wrapped memory disappeared. */
    bool detached;
@@ -159,6 +167,24 @@ int cohmap_uffd_open(const char **reason);
 /* Opens the scan engine's file descriptors for this process (scan.c). */
 int cohmap_scan_open(struct cohmap_context *ctx, const char **reason);
 void cohmap_scan_close(struct cohmap_context *ctx);
+
+/*
+ * Three-way merge of device bytes into a region with a snapshot (winsys):
+ * dev holds the device's copy of [offset, offset + length).  Every byte
+ * where dev differs from the snapshot was written by the device: it is
+ * copied into memory and the snapshot if memory still equals the snapshot
+ * (the CPU did not write it since it was last reported), and left alone
+ * otherwise (the CPU's value wins and is reported by the next collect).
+ * Adds to *merged and *conflicts.  -EINVAL without a snapshot.
+ */
+int cohmap_region_merge(struct cohmap_region *r, size_t offset,
+                        const void *dev, size_t length, size_t *merged,
+                        size_t *conflicts);
+
+/* Zeroes [offset, offset + length) of memory and snapshot (re-used slab
+ * slots): the device side must be zeroed by the caller. */
+int cohmap_region_zero(struct cohmap_region *r, size_t offset,
+                       size_t length);
 
 /* A fault-engine statistic, readable without the region lock. */
 uint64_t cohmap_fault_count(const struct cohmap_region *r);
