@@ -782,3 +782,20 @@ cohmap_region_zero(struct cohmap_region *r, size_t offset, size_t length)
    pthread_mutex_unlock(&r->lock);
    return ret;
 }
+
+int
+cohmap_region_requeue(struct cohmap_region *r, const struct cohmap_range *v,
+                      size_t count)
+{
+   if (!registry_contains(r))
+      return cohmap_errorf(-EBADF, "%p is not a live region", (void *)r);
+
+   pthread_mutex_lock(&r->lock);
+   for (size_t i = 0; i < count && !r->report_whole; i++) {
+      if (v[i].offset > r->size || v[i].length > r->size - v[i].offset ||
+          cohmap_ranges_add(&r->carry, v[i].offset, v[i].length))
+         r->report_whole = true;
+   }
+   pthread_mutex_unlock(&r->lock);
+   return 0;
+}

@@ -186,6 +186,11 @@ int cohmap_region_merge(struct cohmap_region *r, size_t offset,
 int cohmap_region_zero(struct cohmap_region *r, size_t offset,
                        size_t length);
 
+/* Ranges a collect reported that could not be delivered (the upload
+ * failed): the next collect reports them again, whole. */
+int cohmap_region_requeue(struct cohmap_region *r,
+                          const struct cohmap_range *v, size_t count);
+
 /* A fault-engine statistic, readable without the region lock. */
 uint64_t cohmap_fault_count(const struct cohmap_region *r);
 
