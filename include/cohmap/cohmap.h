@@ -177,7 +177,10 @@ cohmap_region_create(struct cohmap_context *ctx, size_t size,
  * non-zero; the memory must stay mapped until cohmap_region_destroy().  If
  * it is unmapped while tracked, collects fail with -EFAULT from then on (the
  * region stays in error until destroyed) instead of crashing.  scan also
- * detects a new mapping placed over it (mmap MAP_FIXED, mremap). */
+ * detects a new mapping placed over it (mmap MAP_FIXED, mremap).
+ * Memory already tracked by another live region (of any context) gives
+ * -EBUSY: two regions would share one write-protect or protection state
+ * and lose each other's writes. */
 COHMAP_EXPORT int
 cohmap_region_wrap(struct cohmap_context *ctx, void *ptr, size_t size,
                    enum cohmap_method method, uint32_t flags,

@@ -50,9 +50,12 @@
  *    is submitted (cohmap_submit_end()) and for loads that start after the
  *    fence wait returns.  A store that races with a submit is uploaded by
  *    it or by the next submission that references the BO.
- *  - Bytes written by both the CPU and a submission that has not been
- *    observed complete are a data race of the application: the CPU's value
- *    wins.
+ *  - A byte written by both the CPU and a submission that has not been
+ *    observed complete is a data race of the application.  The CPU's
+ *    value wins if its store was not uploaded yet when the merge runs; if
+ *    a later submission uploaded it before the GPU wrote the byte, the
+ *    GPU's write came last and wins, as on coherent hardware.  Either way
+ *    the mapping and the device agree from the next submission on.
  *  - A struct cohmap_submit belongs to one thread at a time.
  *  - cohmap_bo_destroy() must not race with other calls on the same BO; it
  *    may be called while unfinished submissions use the BO (the device

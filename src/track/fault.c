@@ -31,6 +31,17 @@
  * and re-protect P before H unprotects it, leaving P writable with a clear
  * bit: every later store to P would be lost.
  *
+ * Handlers in flight.  Thread A faults on P and its handler unprotects P;
+ * before it sets P's bit, thread B stores to P (no fault: P is writable)
+ * and then calls collect.  B's store completed before the collect, so the
+ * collect must report it, but P's bit is not set yet.  So a collect first
+ * waits for every handler of the region that began before it: handlers
+ * count themselves in active[epoch & 1]; the collect advances the epoch
+ * and waits until the old epoch's count is zero.  A handler that read the
+ * old epoch but counted itself in after the collect looked unprotects only
+ * after the collect began, so no store the collect must report depends on
+ * it.  Handlers are a few microseconds; the wait is bounded by them.
+ *
  * Sequential writers (memcpy into a buffer) would fault on every page.
  * When a fault hits the page right after the span the previous fault
  * unprotected, the handler doubles the span (up to fault_max_widen_pages)
@@ -98,6 +109,11 @@ struct cohmap_fault_state {
    atomic_uint span;
 
    atomic_ulong faults;
+   /* Handlers in progress on this region, counted per epoch: a collect
+    * starts a new epoch and waits for the previous one to drain (see
+    * "Handlers in flight" above). */
+   atomic_uint epoch;
+   atomic_uint active[2];
    /* The handler could not unprotect a page and unprotected the whole
     * region instead: every page is writable and untracked. */
    atomic_bool failed;
@@ -298,8 +314,12 @@ segv_handler(int sig, siginfo_t *info, void *uctx)
       struct cohmap_fault_state *fs = table_lookup(atomic_load(&table), addr);
       if (fs && atomic_load(&fs->dead))
          fs = NULL;
-      if (fs)
+      if (fs) {
+         unsigned e = atomic_load(&fs->epoch) & 1;
+         atomic_fetch_add(&fs->active[e], 1);
          handled = fault_handle(fs, addr);
+         atomic_fetch_sub(&fs->active[e], 1);
+      }
       /* Count out before chaining: the previous handler may never return
        * (siglongjmp, exit). */
       atomic_fetch_sub(&handlers_running, 1);
@@ -341,6 +361,13 @@ atfork_parent(void)
 static void
 atfork_child(void)
 {
+   /* Handlers of threads that do not exist in the child will never count
+    * themselves out. */
+   struct fault_table *t = atomic_load(&table);
+   for (size_t i = 0; t && i < t->count; i++) {
+      atomic_store(&t->e[i].fs->active[0], 0);
+      atomic_store(&t->e[i].fs->active[1], 0);
+   }
    atomic_store(&handlers_running, 0);
    pthread_mutex_unlock(&table_lock);
 }
@@ -505,6 +532,12 @@ fault_collect(struct cohmap_region *r, struct cohmap_ranges *out)
 
    if (atomic_load(&fs->failed))
       goto failed;
+
+   /* Handlers that began before this collect have recorded their pages
+    * once this returns. */
+   unsigned old = atomic_fetch_add(&fs->epoch, 1) & 1;
+   while (atomic_load(&fs->active[old]) != 0)
+      sched_yield();
 
    for (size_t w = 0; w < fs->nwords; w++) {
       if (atomic_load_explicit(&fs->bits[w], memory_order_relaxed) == 0)

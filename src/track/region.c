@@ -82,6 +82,46 @@ registry_contains(const struct cohmap_region *r)
    return found;
 }
 
+/*
+ * Two regions on the same memory would share the page-granular state the
+ * kernel keeps (one write-protect bit, one protection), so whichever
+ * collected first would re-arm the other's pages and its writes would be
+ * lost.  Wraps are therefore checked against every live region of the
+ * process, under wrap_lock so that two concurrent wraps of the same memory
+ * cannot both pass.  Regions detached because their memory was unmapped do
+ * not count: that address range may now hold new memory.
+ */
+static pthread_mutex_t wrap_lock = PTHREAD_MUTEX_INITIALIZER;
+static uintptr_t overlap_start, overlap_end;
+static const struct cohmap_region *overlap_found;
+
+static void
+overlap_visit(const void *node, VISIT which, void *closure)
+{
+   const struct cohmap_region *r = *(const struct cohmap_region *const *)node;
+   (void)closure;
+   if (which != postorder && which != leaf)
+      return;
+   uintptr_t s = (uintptr_t)r->ptr, e = s + r->size;
+   if (!overlap_found && s < overlap_end && overlap_start < e &&
+       !r->detached)
+      overlap_found = r;
+}
+
+/* Caller holds wrap_lock. */
+static const struct cohmap_region *
+registry_find_overlap(const void *ptr, size_t size)
+{
+   pthread_mutex_lock(&registry_lock);
+   overlap_start = (uintptr_t)ptr;
+   overlap_end = overlap_start + size;
+   overlap_found = NULL;
+   twalk_r(registry_root, overlap_visit, NULL);
+   const struct cohmap_region *r = overlap_found;
+   pthread_mutex_unlock(&registry_lock);
+   return r;
+}
+
 static int
 registry_add(struct cohmap_region *r)
 {
@@ -460,7 +500,16 @@ cohmap_region_wrap(struct cohmap_context *ctx, void *ptr, size_t size,
    if (msync(ptr, size, MS_ASYNC) != 0)
       return cohmap_errorf(-EFAULT, "range %p+%zu is not mapped", ptr, size);
 
-   return region_init(ctx, ptr, size, false, method, flags, out);
+   pthread_mutex_lock(&wrap_lock);
+   const struct cohmap_region *other = registry_find_overlap(ptr, size);
+   int ret = other ? cohmap_errorf(-EBUSY, "range %p+%zu overlaps region "
+                                   "%p (%p+%zu): memory can be tracked by "
+                                   "one region only", ptr, size,
+                                   (const void *)other,
+                                   (const void *)other->ptr, other->size)
+                   : region_init(ctx, ptr, size, false, method, flags, out);
+   pthread_mutex_unlock(&wrap_lock);
+   return ret;
 }
 
 COHMAP_EXPORT int

@@ -507,9 +507,30 @@ cohmap_submit_end(struct cohmap_submit *s, struct cohmap_fence **fence)
    if (ret)
       goto fail;
 
+   /* Payloads belong to the inflight record from here on (the backend
+    * reads them until completion; inflight_free() releases them on the
+    * failure path too). */
+   for (size_t i = 0; i < s->cmd_count; i++) {
+      if (s->cmds[i].data)
+         f->payloads[f->payload_count++] = s->cmds[i].data;
+      s->cmds[i].data = NULL;
+   }
+
+   /* The BOs are alive while s holds their references; once f is queued
+    * another thread's retirement may merge and free it, and drop them, at
+    * any moment: nothing below may touch f or the BOs. */
+   for (size_t i = 0; i < s->list_count; i++) {
+      struct cohmap_bo *bo = s->list[i].bo;
+      pthread_mutex_lock(&bo->block->lock);
+      bo->stats.submissions++;
+      pthread_mutex_unlock(&bo->block->lock);
+   }
+
+   uint64_t seqno = 0;
    pthread_mutex_lock(&dev->lock);
    ret = dev->ops->submit(dev->backend, dcmds, s->cmd_count, &f->seqno);
    if (ret == 0) {
+      seqno = f->seqno;
       *dev->inflight_tail = f;
       dev->inflight_tail = &f->next;
       if (fe)
@@ -518,24 +539,12 @@ cohmap_submit_end(struct cohmap_submit *s, struct cohmap_fence **fence)
    pthread_mutex_unlock(&dev->lock);
    if (ret)
       goto fail;
+   f = NULL;
 
-   /* Payloads now belong to the inflight record (the backend reads them
-    * until completion). */
-   for (size_t i = 0; i < s->cmd_count; i++) {
-      if (s->cmds[i].data)
-         f->payloads[f->payload_count++] = s->cmds[i].data;
-      s->cmds[i].data = NULL;
-   }
    atomic_fetch_add(&dev->submissions, 1);
-   for (size_t i = 0; i < s->list_count; i++) {
-      struct cohmap_bo *bo = s->list[i].bo;
-      pthread_mutex_lock(&bo->block->lock);
-      bo->stats.submissions++;
-      pthread_mutex_unlock(&bo->block->lock);
-   }
    if (fe) {
       fe->dev = dev;
-      fe->seqno = f->seqno;
+      fe->seqno = seqno;
       *fence = fe;
    }
    free(dcmds);
