@@ -770,6 +770,11 @@ merge_bytes(uint8_t *mem, uint8_t *snap, const uint8_t *dev, size_t n,
          snap[i] = dev[i];
          (*merged)++;
       } else {
+         /* The CPU's store since the last upload wins, so memory keeps
+          * it; but the device now holds dev. Remember that, or a CPU
+          * that stores the old value back would compare equal to the
+          * snapshot and never be uploaded over the GPU's byte. */
+         snap[i] = dev[i];
          (*conflicts)++;
       }
    }

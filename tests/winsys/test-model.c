@@ -41,9 +41,10 @@
  * One step breaks the discipline on purpose, in the one way the contract
  * does define: a "race" stores to bytes of a coherent GPU_WRITE BO that
  * exactly one unobserved submission writes, with values that differ from
- * both cpu and snap.  The CPU's values must win.  Until that submission
- * is observed no submission and no flush_all is made (an upload then
- * would race with the GPU on the device copy, which is undefined).
+ * both cpu and snap.  The CPU's values must win.  Until that submission,
+ * and every unobserved one reading those bytes, is observed, no
+ * submission and no flush_all is made (an upload then would race with the
+ * GPU on the device copy, which is undefined).
  *
  * After every observation, each mapping must equal cpu, except bytes
  * that unobserved submissions write (the winsys may have merged them
@@ -177,6 +178,13 @@ struct model {
    uint64_t submitted;  /* number of the last submission */
    uint64_t observed;   /* every submission up to this one is observed */
    uint64_t race_until; /* no upload until this one is observed */
+   /* Bytes raced over, with what they held before: stored back later. */
+   struct {
+      unsigned id;
+      size_t offset, length;
+      uint8_t before[64];
+   } raced[8];
+   unsigned nraced;
    struct cohmap_fence *old_fence; /* observed; for a re-wait */
 
    char trace[TRACE_LINES][160];
@@ -340,7 +348,7 @@ is_plain(const struct mbo *b)
    return !b->coherent;
 }
 
-/* --- the model's BOs ----------------------------------------------------- */
+/* --- the model's BOs ---------------------------------------------------- */
 
 static void
 mbo_free(struct mbo *b)
@@ -466,7 +474,7 @@ add_live(struct model *m, enum kind kind)
    return true;
 }
 
-/* --- observation --------------------------------------------------------- */
+/* --- observation -------------------------------------------------------- */
 
 static void
 apply_cmd(const struct mcmd *c)
@@ -509,17 +517,21 @@ cmd_dst_size(const struct mcmd *c)
    return c->type == MCMD_CHECKSUM ? 8 : c->size;
 }
 
-/* Rule 3, byte by byte, as cohmap_region_merge() must do it. */
+/* Rule 3, byte by byte.  On a conflict the CPU's byte stays and the
+ * device's value becomes the last synchronized state: the CPU's byte,
+ * whatever it is by then, differs from what the device holds and must be
+ * uploaded by the next submission (even if the CPU stores the byte's
+ * pre-conflict value again, which an old snapshot would take for "not
+ * changed"). */
 static void
 merge_range(struct mbo *b, size_t off, size_t n)
 {
    for (size_t i = off; i < off + n; i++) {
       if (b->dev[i] == b->snap[i])
          continue;
-      if (b->cpu[i] == b->snap[i]) {
+      if (b->cpu[i] == b->snap[i])
          b->cpu[i] = b->dev[i];
-         b->snap[i] = b->dev[i];
-      }
+      b->snap[i] = b->dev[i];
    }
 }
 
@@ -749,7 +761,7 @@ observe_through(struct model *m, uint64_t number)
    return wait_idle(m);
 }
 
-/* --- steps --------------------------------------------------------------- */
+/* --- steps -------------------------------------------------------------- */
 
 static bool
 step_cpu_write(struct model *m)
@@ -830,10 +842,21 @@ step_race(struct model *m)
     * happened, and a store equal to its value would look like no store
     * to the second (the three-way merge cannot tell). */
    unsigned writers;
-   uint64_t last = unobserved_touch(m, b, off, sub, false, &writers);
+   unobserved_touch(m, b, off, sub, false, &writers);
    if (writers != 1)
       return true;
+   /* Uploads wait until every unobserved submission that reads or writes
+    * these bytes is observed: one that reads them must see the GPU's
+    * value, not the racing store. */
+   uint64_t last = unobserved_touch(m, b, off, sub, true, NULL);
 
+   if (m->nraced < TU_ARRAY_SIZE(m->raced)) {
+      m->raced[m->nraced].id = b->id;
+      m->raced[m->nraced].offset = off;
+      m->raced[m->nraced].length = sub;
+      memcpy(m->raced[m->nraced].before, b->cpu + off, sub);
+      m->nraced++;
+   }
    for (size_t i = off; i < off + sub; i++) {
       uint8_t v;
       do {
@@ -917,6 +940,39 @@ step_neighbour(struct model *m)
    list_add(s, b, COHMAP_ACCESS_READ);
    m->n.neighbours++;
    return submit(m, s, true);
+}
+
+/*
+ * After a race: the CPU stores back what the bytes held before it (an
+ * application restoring a value).  The winsys must upload them like any
+ * store: the device holds the GPU's bytes there, and the snapshot must
+ * not mistake the old value for "unchanged".
+ */
+static bool
+step_restore(struct model *m)
+{
+   if (!m->nraced || m->race_until > m->observed)
+      return true;
+   unsigned k = (unsigned)tu_rng_below(&m->rng, m->nraced);
+   unsigned id = m->raced[k].id;
+   size_t off = m->raced[k].offset, len = m->raced[k].length;
+   uint8_t before[64];
+   memcpy(before, m->raced[k].before, len);
+   m->raced[k] = m->raced[--m->nraced];
+
+   struct mbo *b = NULL;
+   for (unsigned i = 0; i < m->live_count; i++) {
+      if (m->live[i]->id == id)
+         b = m->live[i];
+   }
+   if (!b || unobserved_touch(m, b, off, len, true, NULL))
+      return true;
+   memcpy(b->cpu + off, before, len);
+   memcpy(b->map + off, before, len);
+   trace(m, "cpu write BO #%u [%zu, +%zu): the values before a race",
+         b->id, off, len);
+   m->n.writes++;
+   return true;
 }
 
 /* A range for a command: offset and size multiples of align (1 or 4),
@@ -1626,7 +1682,7 @@ run_model(struct model *m, unsigned steps)
       unsigned weight;
       bool (*fn)(struct model *m);
    } table[] = {
-      {26, step_cpu_write},
+      {24, step_cpu_write},
       {22, step_submit},
       {8, step_neighbour},
       {14, step_wait},
@@ -1634,6 +1690,7 @@ run_model(struct model *m, unsigned steps)
       {3, step_flush_all},
       {10, step_flush_invalidate},
       {3, step_race},
+      {2, step_restore},
       {5, step_create},
       {5, step_destroy},
    };
@@ -1755,6 +1812,96 @@ test_model(void **state)
    assert_true(ok);
 }
 
+/*
+ * The random test's "restore" step, spelled out: the CPU stores a byte
+ * while a submission writing it runs (the CPU wins), then, after the wait,
+ * stores the byte's earlier value again.  The next submission must upload
+ * it: the device holds the GPU's value there.  With the earlier value as
+ * the snapshot the store looks like no change and is lost.
+ */
+static void
+test_conflict_restore(void **state)
+{
+   (void)state;
+   bool ok = true;
+
+   for (size_t mi = 0; mi < TU_METHODS_COUNT; mi++) {
+      enum cohmap_method method = tu_methods[mi];
+      bool fatal;
+      if (!ws_method_usable(method, &fatal)) {
+         assert_false(fatal);
+         printf("# %s: not available here, skipped\n",
+                cohmap_method_name(method));
+         continue;
+      }
+      for (unsigned slab = 0; slab < 2; slab++) {
+         /* A GPU busy for 50 ms per submission: the fill cannot complete
+          * (and be merged by its own cohmap_submit_end()) before the CPU's
+          * store, so the merge does see both. */
+         setenv("COHMAP_SIM_EXEC_US", "50000", 1);
+         struct cohmap_device *dev = ws_device_create(method, 0);
+         unsetenv("COHMAP_SIM_EXEC_US");
+         struct cohmap_bo *bo, *out;
+         struct cohmap_submit *s;
+         struct cohmap_fence *f;
+         assert_non_null(dev);
+         assert_int_equal(cohmap_bo_create(dev, slab ? 64 : 64 * TU_KIB,
+                                           COHMAP_BO_COHERENT |
+                                              COHMAP_BO_GPU_WRITE,
+                                           &bo),
+                          0);
+         assert_int_equal(cohmap_bo_create(dev, 4, COHMAP_BO_GPU_WRITE,
+                                           &out),
+                          0);
+         uint8_t *p = cohmap_bo_map(bo);
+
+         /* 0xaa reaches the device. */
+         p[0] = 0xaa;
+         assert_int_equal(cohmap_submit_begin(dev, &s), 0);
+         assert_int_equal(cohmap_submit_add_bo(s, bo, COHMAP_ACCESS_READ),
+                          0);
+         assert_int_equal(ws_submit_wait(s), 0);
+
+         /* The GPU writes 0x11 while the CPU stores 0xbb. */
+         assert_int_equal(cohmap_submit_begin(dev, &s), 0);
+         assert_int_equal(cohmap_submit_add_bo(s, bo, COHMAP_ACCESS_WRITE),
+                          0);
+         assert_int_equal(cohmap_cmd_fill(s, bo, 0, 4, 0x11111111), 0);
+         assert_int_equal(cohmap_submit_end(s, &f), 0);
+         p[0] = 0xbb;
+         assert_int_equal(cohmap_fence_wait(f, UINT64_MAX), 0);
+         cohmap_fence_destroy(f);
+         uint8_t after_wait = p[0];
+
+         /* Back to 0xaa; the next submission copies the byte out. */
+         p[0] = 0xaa;
+         assert_int_equal(cohmap_submit_begin(dev, &s), 0);
+         assert_int_equal(cohmap_submit_add_bo(s, bo, COHMAP_ACCESS_READ),
+                          0);
+         assert_int_equal(cohmap_submit_add_bo(s, out, COHMAP_ACCESS_WRITE),
+                          0);
+         assert_int_equal(cohmap_cmd_copy(s, out, 0, bo, 0, 1), 0);
+         assert_int_equal(ws_submit_wait(s), 0);
+         assert_int_equal(cohmap_bo_invalidate(out, 0, 1), 0);
+         uint8_t dev_byte = *(const uint8_t *)cohmap_bo_map(out);
+
+         if (after_wait != 0xbb || dev_byte != 0xaa) {
+            fprintf(stderr, "FAIL %s, %s BO: after the wait the mapping "
+                    "read 0x%02x (the CPU's racing 0xbb must win); after "
+                    "the CPU stored 0xaa again and a submission, the "
+                    "device holds 0x%02x (want 0xaa)\n",
+                    cohmap_method_name(method), slab ? "slab" : "dedicated",
+                    after_wait, dev_byte);
+            ok = false;
+         }
+         assert_int_equal(ws_teardown(dev, (struct cohmap_bo *[]){bo, out},
+                                      2),
+                          0);
+      }
+   }
+   assert_true(ok);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -1772,6 +1919,9 @@ main(int argc, char **argv)
    }
 
    tu_seed();
+   /* TEST_FILTER=pattern (cmocka wildcards) runs the matching tests only. */
+   if (getenv("TEST_FILTER"))
+      cmocka_set_test_filter(getenv("TEST_FILTER"));
    /* The model's FNV-1a is the contract's (cohmap_checksum()). */
    static const uint8_t probe[] = "cohmap";
    if (fnv1a(probe, sizeof(probe)) != cohmap_checksum(probe, sizeof(probe))) {
@@ -1780,9 +1930,10 @@ main(int argc, char **argv)
    }
 
    const struct CMUnitTest tests[] = {
+      {"conflict-restore", test_conflict_restore, NULL, NULL, NULL},
       {slow ? "model (slow)" : "model", test_model, NULL, NULL, &steps},
    };
    return _cmocka_run_group_tests(slow ? "winsys-model-slow"
                                        : "winsys-model",
-                                  tests, 1, NULL, NULL);
+                                  tests, TU_ARRAY_SIZE(tests), NULL, NULL);
 }

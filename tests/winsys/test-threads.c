@@ -465,8 +465,8 @@ check_copy(struct shared_bo *sh, const uint8_t *copy, const uint64_t *round,
  * too (a store that was not uploaded), or only in its mapping (a merge
  * that went wrong)? */
 static void
-locate(struct cohmap_device *dev, struct shared_bo *sh, struct cohmap_bo *copy,
-       size_t size, const uint64_t *round)
+locate(struct cohmap_device *dev, struct shared_bo *sh,
+       struct cohmap_bo *copy, size_t size, const uint64_t *round)
 {
    struct cohmap_bo *staging = NULL;
    struct cohmap_submit *s = NULL;
@@ -479,7 +479,8 @@ locate(struct cohmap_device *dev, struct shared_bo *sh, struct cohmap_bo *copy,
    cohmap_submit_add_bo(s, copy, COHMAP_ACCESS_READ);
    cohmap_submit_add_bo(s, staging, COHMAP_ACCESS_WRITE);
    cohmap_cmd_copy(s, staging, 0, copy, 0, size);
-   if (ws_submit_wait(s) == 0 && cohmap_bo_invalidate(staging, 0, size) == 0) {
+   if (ws_submit_wait(s) == 0 &&
+       cohmap_bo_invalidate(staging, 0, size) == 0) {
       const uint8_t *d = cohmap_bo_map(staging);
       for (unsigned w = 0; w < WRITERS; w++) {
          if (!round[w])
@@ -837,6 +838,9 @@ main(int argc, char **argv)
    }
 
    tu_seed();
+   /* TEST_FILTER=pattern (cmocka wildcards) runs the matching tests only. */
+   if (getenv("TEST_FILTER"))
+      cmocka_set_test_filter(getenv("TEST_FILTER"));
    const struct CMUnitTest tests[] = {
       {slow ? "threads (slow)" : "threads", test_threads, NULL, NULL, NULL},
    };
