@@ -16,6 +16,7 @@ REQUIRED_PACKAGES=(
 	libcmocka-dev
 	libc6-dev
 	python3
+	gnuplot-nox # `cohmap bench --plot`
 )
 
 COHMAP_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd -P)"

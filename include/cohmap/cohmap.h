@@ -21,7 +21,9 @@
  *    previous collect (or since the region was created), sorted and
  *    coalesced, and re-arms tracking.
  *
- * Methods (enum cohmap_method), selectable per region:
+ * Methods (enum cohmap_method), selectable per region, or chosen per region
+ * and changed over time by the adaptive policy (COHMAP_METHOD_AUTO, see
+ * docs/tracking.md, "Policy"):
  *
  *  - scan:    userfaultfd asynchronous write-protect + PAGEMAP_SCAN.  Page
  *             granular.  Sees kernel writes (read(2) into the buffer).
@@ -83,8 +85,12 @@ struct cohmap_context;
 struct cohmap_region;
 
 enum cohmap_method {
-   /* Let cohmap choose: the best available of scan, compare (fault is
-    * never chosen automatically because it is not transparent). */
+   /* Let cohmap choose, per region and again at every collect, from a
+    * cost model calibrated on this machine and the region's recent
+    * dirtiness: among scan, compare and full, and fault only where that
+    * cannot break kernel writes (COHMAP_REGION_CPU_STORES_ONLY,
+    * COHMAP_CONTEXT_AUTO_FAULT).  A context whose default method is a
+    * fixed one gives AUTO regions that method instead. */
    COHMAP_METHOD_AUTO = 0,
    COHMAP_METHOD_SCAN = 1,
    COHMAP_METHOD_FAULT = 2,
@@ -100,12 +106,18 @@ enum cohmap_context_flags {
    COHMAP_CONTEXT_IGNORE_ENV = 1u << 0,
    /* Do not probe or use userfaultfd even where it works. */
    COHMAP_CONTEXT_NO_UFFD = 1u << 1,
+   /* The adaptive policy may use fault for every AUTO region, as if each
+    * had COHMAP_REGION_CPU_STORES_ONLY (COHMAP_METHOD=auto-fault).  Only
+    * for processes whose tracked memory is never written by the kernel. */
+   COHMAP_CONTEXT_AUTO_FAULT = 1u << 2,
 };
 
 struct cohmap_context_options {
    uint32_t flags;           /* enum cohmap_context_flags */
-   /* Method used for regions created with COHMAP_METHOD_AUTO.
-    * COHMAP_METHOD environment variable overrides it. */
+   /* Method used for regions created with COHMAP_METHOD_AUTO:
+    * COHMAP_METHOD_AUTO (the default) puts them under the adaptive
+    * policy, a fixed method turns the policy off.  The COHMAP_METHOD
+    * environment variable overrides it. */
    enum cohmap_method default_method;
    /* fault: most pages unprotected by one fault when faults are
     * sequential (0 = default, 16).  1 disables widening. */
@@ -117,9 +129,12 @@ struct cohmap_context_options {
 COHMAP_EXPORT void
 cohmap_context_options_init(struct cohmap_context_options *opts);
 
-/* Creates a context.  opts may be NULL for defaults.  Reads COHMAP_DEBUG and
- * COHMAP_METHOD (see docs/envvars.md) unless COHMAP_CONTEXT_IGNORE_ENV is
- * set; an unknown value fails with -EINVAL and a message on stderr. */
+/* Creates a context.  opts may be NULL for defaults.  Reads COHMAP_DEBUG,
+ * COHMAP_METHOD and the COHMAP_POLICY_* knobs (see docs/envvars.md) unless
+ * COHMAP_CONTEXT_IGNORE_ENV is set; an unknown COHMAP_DEBUG or
+ * COHMAP_METHOD value fails with -EINVAL and a message on stderr.  The
+ * first context with the adaptive policy calibrates its cost model (a
+ * 20 ms budget, once per process; COHMAP_DEBUG=nocal skips it). */
 COHMAP_EXPORT int
 cohmap_context_create(const struct cohmap_context_options *opts,
                       struct cohmap_context **out);
@@ -136,11 +151,18 @@ COHMAP_EXPORT int
 cohmap_context_method_status(const struct cohmap_context *ctx,
                              enum cohmap_method m, const char **reason);
 
-/* The method regions created with COHMAP_METHOD_AUTO get. */
+/* With a fixed default method, the method regions created with
+ * COHMAP_METHOD_AUTO get.  With the adaptive policy (the default), the
+ * best available transparent method (scan, else compare) that regions fall
+ * back to when their engine fails; ask cohmap_region_method() what a
+ * region uses now. */
 COHMAP_EXPORT enum cohmap_method
 cohmap_context_auto_method(const struct cohmap_context *ctx);
 
-/* "auto", "scan", "fault", "compare", "full"; NULL for unknown values. */
+/* "auto", "scan", "fault", "compare", "full"; NULL for unknown values.
+ * (COHMAP_METHOD also accepts "auto-fault", which is a context setting,
+ * COHMAP_CONTEXT_AUTO_FAULT, not a method: cohmap_method_from_name()
+ * rejects it.) */
 COHMAP_EXPORT const char *
 cohmap_method_name(enum cohmap_method m);
 
@@ -164,6 +186,12 @@ enum cohmap_region_flags {
    /* If the requested method does not work for this region, use the next
     * available one (scan, compare, full) instead of failing. */
    COHMAP_REGION_FALLBACK = 1u << 3,
+   /* Only CPU stores ever write this memory (never the kernel, e.g.
+    * read(2) into it, nor another process): the adaptive policy may use
+    * fault for it, which is the cheapest method for idle memory but makes
+    * kernel writes into protected pages fail with EFAULT.  No effect on
+    * regions with a fixed method. */
+   COHMAP_REGION_CPU_STORES_ONLY = 1u << 4,
 };
 
 /* Allocates size bytes (rounded up to whole pages) of zeroed, page-aligned
@@ -198,12 +226,16 @@ cohmap_region_ptr(const struct cohmap_region *region);
 COHMAP_EXPORT size_t
 cohmap_region_size(const struct cohmap_region *region);
 
+/* The method the region uses now, never COHMAP_METHOD_AUTO: an AUTO
+ * region's method changes when the policy switches it. */
 COHMAP_EXPORT enum cohmap_method
 cohmap_region_method(const struct cohmap_region *region);
 
 /* Switches the tracking method without losing a write: the new method is
  * armed first, then the old one is collected; its ranges are reported by
- * the next collect. */
+ * the next collect.  A fixed method takes the region off the adaptive
+ * policy; COHMAP_METHOD_AUTO puts it (back) under the policy where the
+ * context has one, else switches to the context's auto method. */
 COHMAP_EXPORT int
 cohmap_region_set_method(struct cohmap_region *region,
                          enum cohmap_method method);
@@ -242,7 +274,7 @@ struct cohmap_region_stats {
    uint64_t bytes_reported;
    uint64_t faults;          /* fault: write faults handled */
    uint64_t scans;           /* scan: PAGEMAP_SCAN ioctls issued */
-   uint64_t method_switches;
+   uint64_t method_switches; /* set_method, fallbacks and the policy */
    uint64_t tracking_ns;     /* time spent in collect and set_method */
 };
 

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "cohmap/cohmap.h"
+#include "tools/bench.h"
 #include "track/track_priv.h"
 
 static void
@@ -23,6 +24,8 @@ usage(FILE *f)
            "Usage: cohmap <command> [options]\n"
            "\n"
            "Commands:\n"
+           "  bench      measure what each tracking method costs per\n"
+           "             submission, and how the automatic choice compares\n"
            "  info       probe this machine: kernel, THP, limits, and which\n"
            "             tracking methods work here\n"
            "  version    print the version\n"
@@ -122,6 +125,8 @@ main(int argc, char **argv)
    }
 
    const char *cmd = argv[1];
+   if (!strcmp(cmd, "bench"))
+      return cohmap_tool_bench(argc - 1, argv + 1);
    if (!strcmp(cmd, "info"))
       return cmd_info(argc - 1, argv + 1);
    if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {

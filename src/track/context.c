@@ -27,11 +27,24 @@ static const struct cohmap_debug_named_value debug_table[] = {
     "print probing, method choices and every error"},
    {"stats", COHMAP_DEBUG_STATS,
     "print each region's statistics when it is destroyed"},
+   {"nocal", COHMAP_DEBUG_NOCAL,
+    "do not calibrate the policy: use its built-in costs"},
    COHMAP_DEBUG_NAMED_VALUE_END,
 };
 
+/* COHMAP_METHOD's values.  auto-fault is not a method: a region always
+ * runs one of the four, and whether the policy may pick fault is the
+ * context's setting (COHMAP_CONTEXT_AUTO_FAULT).  It sits here, past the
+ * enum, so that COHMAP_METHOD=help lists every value; cohmap_method_name()
+ * and cohmap_method_from_name() skip it. */
+#define METHOD_ENV_AUTO_FAULT COHMAP_METHOD_COUNT
+
 static const struct cohmap_debug_named_value method_table[] = {
-   {"auto", COHMAP_METHOD_AUTO, "best available transparent method"},
+   {"auto", COHMAP_METHOD_AUTO,
+    "adaptive policy among scan, compare and full"},
+   {"auto-fault", METHOD_ENV_AUTO_FAULT,
+    "adaptive policy that may also use fault (kernel writes into tracked "
+    "memory fail)"},
    {"scan", COHMAP_METHOD_SCAN, "userfaultfd write-protect + PAGEMAP_SCAN"},
    {"fault", COHMAP_METHOD_FAULT,
     "mprotect + SIGSEGV (kernel writes into tracked memory fail)"},
@@ -45,7 +58,7 @@ cohmap_method_name(enum cohmap_method m)
 {
    for (const struct cohmap_debug_named_value *v = method_table; v->name;
         v++) {
-      if (v->value == (uint64_t)m)
+      if (v->value == (uint64_t)m && v->value < COHMAP_METHOD_COUNT)
          return v->name;
    }
    return NULL;
@@ -60,6 +73,9 @@ cohmap_method_from_name(const char *name, enum cohmap_method *out)
       return cohmap_errorf(-EINVAL, "NULL method name or out pointer");
    if (cohmap_debug_parse_enum(name, method_table, &v) != 0)
       return cohmap_errorf(-EINVAL, "unknown method '%s'", name);
+   if (v >= COHMAP_METHOD_COUNT)
+      return cohmap_errorf(-EINVAL, "'%s' is a policy setting, not a "
+                           "method (COHMAP_CONTEXT_AUTO_FAULT)", name);
    *out = (enum cohmap_method)v;
    return 0;
 }
@@ -74,8 +90,10 @@ cohmap_context_options_init(struct cohmap_context_options *opts)
    opts->fault_max_widen_pages = FAULT_MAX_WIDEN_DEFAULT;
 }
 
-/* Reads COHMAP_DEBUG and COHMAP_METHOD.  Unknown values fail: a typo in a
- * knob that silently does nothing costs more than a refused start. */
+/* Reads COHMAP_DEBUG, COHMAP_METHOD and the policy's knobs.  Unknown
+ * COHMAP_DEBUG and COHMAP_METHOD values fail: a typo in a knob that
+ * silently does nothing costs more than a refused start.  The policy's
+ * thresholds only tune performance: a bad one is reported and ignored. */
 static int
 context_read_env(struct cohmap_context *ctx)
 {
@@ -100,15 +118,18 @@ context_read_env(struct cohmap_context *ctx)
       } else if (cohmap_debug_parse_enum(s, method_table, &v) != 0) {
          fprintf(stderr,
                  "cohmap: error: COHMAP_METHOD: unknown method '%s' "
-                 "(auto, scan, fault, compare, full)\n",
+                 "(auto, auto-fault, scan, fault, compare, full)\n",
                  s);
          return cohmap_errorf(-EINVAL, "COHMAP_METHOD: unknown method '%s'",
                               s);
+      } else if (v == METHOD_ENV_AUTO_FAULT) {
+         ctx->opts.default_method = COHMAP_METHOD_AUTO;
+         ctx->policy.allow_fault = true;
       } else {
          ctx->opts.default_method = (enum cohmap_method)v;
       }
    }
-   return 0;
+   return cohmap_policy_read_env(&ctx->policy);
 }
 
 static bool
@@ -117,8 +138,9 @@ method_valid(enum cohmap_method m)
    return (unsigned)m < COHMAP_METHOD_COUNT;
 }
 
-/* The method AUTO regions get: the requested default if it works, else the
- * first transparent method that works.  fault is never picked by
+/* The method AUTO regions get when the policy is off (a fixed default), and
+ * the fallback of failing engines: the requested default if it works, else
+ * the first transparent method that works.  fault is never picked by
  * fallback: kernel writes into its protected pages fail with EFAULT. */
 static enum cohmap_method
 choose_auto_method(struct cohmap_context *ctx)
@@ -170,6 +192,8 @@ cohmap_context_create(const struct cohmap_context_options *opts,
    ctx->pagemap_fd = -1;
    ctx->page_size = (size_t)sysconf(_SC_PAGESIZE);
    cohmap_page_size_cached = ctx->page_size;
+   cohmap_policy_config_init(&ctx->policy);
+   ctx->policy.allow_fault = opts->flags & COHMAP_CONTEXT_AUTO_FAULT;
 
    if (!(opts->flags & COHMAP_CONTEXT_IGNORE_ENV)) {
       ret = context_read_env(ctx);
@@ -201,6 +225,7 @@ cohmap_context_create(const struct cohmap_context_options *opts,
    ctx->method_reason[COHMAP_METHOD_FAULT] = reason;
 
    ctx->auto_method = choose_auto_method(ctx);
+   cohmap_policy_context_init(ctx);
 
    /* One line per process when the preferred method is missing: users of
     * older kernels or sandboxes should know why cohmap costs more. */
@@ -211,8 +236,15 @@ cohmap_context_create(const struct cohmap_context_options *opts,
                   ctx->method_reason[COHMAP_METHOD_SCAN],
                   cohmap_method_name(ctx->auto_method));
    }
-   cohmap_info("context %p: auto method %s", (void *)ctx,
-               cohmap_method_name(ctx->auto_method));
+   if (ctx->policy.enabled)
+      cohmap_info("context %p: adaptive policy%s, margin %u %%, dwell %u "
+                  "collects; fallback method %s",
+                  (void *)ctx, ctx->policy.allow_fault ? " with fault" : "",
+                  ctx->policy.margin_pct, ctx->policy.dwell,
+                  cohmap_method_name(ctx->auto_method));
+   else
+      cohmap_info("context %p: auto method %s", (void *)ctx,
+                  cohmap_method_name(ctx->auto_method));
 
    *out = ctx;
    return 0;

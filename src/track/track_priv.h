@@ -19,6 +19,8 @@
 enum cohmap_debug_flags {
    COHMAP_DEBUG_VERBOSE = 1u << 0,
    COHMAP_DEBUG_STATS = 1u << 1,
+   /* The policy uses its built-in cost model instead of calibrating. */
+   COHMAP_DEBUG_NOCAL = 1u << 2,
 };
 
 /* Engine features. */
@@ -66,6 +68,141 @@ extern const struct cohmap_track_ops cohmap_track_full_ops;
 
 const struct cohmap_track_ops *cohmap_track_ops_for(enum cohmap_method m);
 
+/*
+ * The adaptive policy (policy.c; theory in its DOC block).
+ *
+ * What one collect of a region costs, in nanoseconds, by the parts that
+ * scale differently.  Stores that trap (scan's write-protect fault,
+ * fault's signal) are charged to the collect that reports their page: the
+ * application pays them because of the method.
+ */
+struct cohmap_cost_model {
+   double fault_dirty_ns; /* fault: signal, unprotect, re-protect, per page */
+   double scan_ioctl_ns;  /* scan: fixed cost of a collect */
+   double scan_page_ns;   /* scan: per page walked */
+   double scan_dirty_ns;  /* scan: per dirty page, store's fault included */
+   double memcmp_byte_ns; /* compare's diff, per byte */
+   double memcpy_byte_ns; /* snapshot copies and uploads, per byte */
+   double populate_page_ns; /* a new snapshot's pages, per page */
+   /* Regions larger than this stream from memory rather than cache: their
+    * per-byte costs are multiplied by large_factor. */
+   size_t large_region_bytes;
+   double large_factor;
+};
+
+/* Per-context policy settings.  Read-only once the context has regions
+ * (cohmap_context_set_cost_model() refuses then). */
+struct cohmap_policy_config {
+   /* AUTO regions are adaptive (the default method is AUTO). */
+   bool enabled;
+   /* The policy may use fault for every AUTO region (auto-fault). */
+   bool allow_fault;
+   uint32_t margin_pct; /* COHMAP_POLICY_MARGIN */
+   uint32_t dwell;      /* COHMAP_POLICY_DWELL */
+   uint32_t confirm;    /* consecutive decisions before a switch */
+   uint32_t payback;    /* collects a switch must pay for itself in */
+   struct cohmap_cost_model model;
+   bool calibrated;         /* model measured in this process */
+   uint64_t calibration_ns; /* what measuring it took (0: cached) */
+};
+
+/* Per-region policy state, under the region lock. */
+struct cohmap_policy_state {
+   bool adaptive;    /* the policy chooses this region's method */
+   bool allow_fault; /* CPU_STORES_ONLY or the context's auto-fault */
+   uint32_t failed;  /* bit per method that failed to attach here */
+
+   bool have_estimate;
+   double dirty_pages;    /* EWMA of the pages dirtied per collect */
+   bool have_ratio;
+   double bytes_per_page; /* EWMA of exact dirty bytes per dirty page */
+
+   bool fresh;            /* an observation was made since the switch */
+   uint32_t since_switch; /* collects since the last switch */
+   uint32_t streak;       /* consecutive decisions wanting a switch */
+   double regret;         /* what staying cost during the streak, ns */
+   uint32_t blind;        /* collects on full without a snapshot */
+   uint32_t probe_interval;
+   bool probing;          /* switched away from full to measure */
+
+   /* This collect switched; from full without a snapshot. */
+   bool switched;
+   bool switched_blind;
+};
+
+/* What the policy knows about a region when it decides. */
+struct cohmap_policy_input {
+   size_t size;
+   size_t page_size;
+   /* The region keeps a snapshot whatever the method (BYTE_EXACT). */
+   bool snapshot;
+   /* A populated buffer is at hand for a new snapshot. */
+   bool spare;
+   enum cohmap_method current;
+   uint32_t allowed; /* bit per method it may use */
+};
+
+struct cohmap_policy_decision {
+   enum cohmap_method method; /* == input.current: stay */
+   bool probe;                /* leaving full to measure */
+   double dirty_pages, dirty_bytes; /* the estimate used */
+   /* Predicted ns per collect; INFINITY where not allowed. */
+   double cost[COHMAP_METHOD_COUNT];
+};
+
+#define COHMAP_METHOD_BIT(m) (1u << (unsigned)(m))
+
+/* The built-in model (docs/benchmarks.md): COHMAP_DEBUG=nocal. */
+void cohmap_cost_model_default(struct cohmap_cost_model *m);
+
+/* Predicted cost of one collect for every method (cost[AUTO] is
+ * INFINITY).  snapshot: the region keeps one whatever the method. */
+void cohmap_policy_predict(const struct cohmap_cost_model *m, size_t size,
+                           size_t page_size, bool snapshot,
+                           double dirty_pages, double dirty_bytes,
+                           double cost[COHMAP_METHOD_COUNT]);
+
+/* The cheapest allowed method at an estimate (ties: fault, scan, compare,
+ * full), and for an idle region (a new region's first method). */
+enum cohmap_method
+cohmap_policy_best(const struct cohmap_policy_config *cfg,
+                   const struct cohmap_policy_input *in, double dirty_pages,
+                   double dirty_bytes);
+enum cohmap_method
+cohmap_policy_initial(const struct cohmap_policy_config *cfg,
+                      const struct cohmap_policy_input *in);
+
+void cohmap_policy_state_init(struct cohmap_policy_state *ps,
+                              bool allow_fault);
+
+/* Called at the end of each collect of an adaptive region, after
+ * cohmap_policy_observe(): the method for the next collect
+ * (out->method == in->current to stay). */
+void cohmap_policy_decide(struct cohmap_policy_state *ps,
+                          const struct cohmap_policy_config *cfg,
+                          const struct cohmap_policy_input *in,
+                          struct cohmap_policy_decision *out);
+
+/* Called after each collect with what it reported: whole if it reported
+ * the whole region for another reason than stores (INITIAL_DIRTY, lost
+ * tracking, an engine giving up); blind if the region is on full without
+ * a snapshot; exact if the bytes come from a snapshot's diff; own if the
+ * figures count only what the current method saw since it was armed (not
+ * what a switch carried over). */
+void cohmap_policy_observe(struct cohmap_policy_state *ps, bool whole,
+                           bool blind, bool exact, bool own,
+                           double dirty_pages, double dirty_bytes);
+
+/* Called by every switch (policy, set_method, engine failure), and after
+ * a switch the decision marked as a probe. */
+void cohmap_policy_switched(struct cohmap_policy_state *ps, bool from_blind);
+void cohmap_policy_probe_started(struct cohmap_policy_state *ps);
+
+/* Context set-up (context.c): defaults, knobs, calibration. */
+void cohmap_policy_config_init(struct cohmap_policy_config *cfg);
+int cohmap_policy_read_env(struct cohmap_policy_config *cfg);
+void cohmap_policy_context_init(struct cohmap_context *ctx);
+
 struct cohmap_context {
    struct cohmap_context_options opts;
    uint64_t debug; /* enum cohmap_debug_flags */
@@ -73,6 +210,7 @@ struct cohmap_context {
    enum cohmap_method auto_method;
    int method_status[COHMAP_METHOD_COUNT]; /* 0 or -errno */
    const char *method_reason[COHMAP_METHOD_COUNT];
+   struct cohmap_policy_config policy;
 
    pthread_mutex_t lock; /* protects everything below */
    struct cohmap_region *regions; /* list of live regions */
@@ -131,6 +269,10 @@ struct cohmap_region {
     * Invariant: every byte where ptr and snapshot differ has been written
     * since it was last reported, so the engine reports it again. */
    uint8_t *snapshot;
+   /* An adaptive region on full keeps its dropped snapshot's pages here
+    * (contents meaningless), so that a probe into compare does not
+    * populate a new one: on a VM that costs ten times the copy. */
+   uint8_t *spare;
 
    /* Ranges collected from a previous method by set_method(): reported
     * whole (not refined) by the next collect. */
@@ -140,6 +282,8 @@ struct cohmap_region {
    struct cohmap_ranges result;
 
    struct cohmap_region_stats stats;
+
+   struct cohmap_policy_state policy;
 
    /* scan engine */
    bool scan_registered;
@@ -190,6 +334,28 @@ int cohmap_region_zero(struct cohmap_region *r, size_t offset,
  * failed): the next collect reports them again, whole. */
 int cohmap_region_requeue(struct cohmap_region *r,
                           const struct cohmap_range *v, size_t count);
+
+/* Installs a scripted cost model (tests, benchmarks): -EBUSY while the
+ * context has regions.  The getter returns the model in use. */
+int cohmap_context_set_cost_model(struct cohmap_context *ctx,
+                                  const struct cohmap_cost_model *model);
+void cohmap_context_get_cost_model(const struct cohmap_context *ctx,
+                                   struct cohmap_cost_model *out);
+
+/* What the policy currently believes about a region. */
+struct cohmap_policy_estimate {
+   bool adaptive;
+   enum cohmap_method method;
+   double dirty_pages;
+   double bytes_per_page;
+   bool probing;
+   /* Predicted ns per collect at the estimate; INFINITY where the policy
+    * may not use the method. */
+   double cost[COHMAP_METHOD_COUNT];
+};
+
+int cohmap_region_policy_estimate(struct cohmap_region *r,
+                                  struct cohmap_policy_estimate *out);
 
 /* A fault-engine statistic, readable without the region lock. */
 uint64_t cohmap_fault_count(const struct cohmap_region *r);

@@ -108,20 +108,24 @@ region_flags_for(uint32_t bo_flags, bool wrapped)
       f |= COHMAP_REGION_BYTE_EXACT;
    if (wrapped)
       f |= COHMAP_REGION_INITIAL_DIRTY;
+   if (bo_flags & COHMAP_BO_CPU_STORES_ONLY)
+      f |= COHMAP_REGION_CPU_STORES_ONLY;
    return f;
 }
 
-/* The method for a new coherent region.  fault is not transparent to
- * kernel writes: an automatic choice never lands on it unless the BO
- * promises CPU stores only (an explicit device method is the caller's
- * decision). */
+/* The method for a new coherent region.  AUTO goes to the region as is:
+ * the tracking policy chooses (fault only with CPU_STORES_ONLY, see
+ * region_flags_for()).  fault is not transparent to kernel writes: a
+ * context forced to fault (COHMAP_METHOD=fault) still does not get it
+ * unless the BO promises CPU stores only (an explicit device method is the
+ * caller's decision). */
 static enum cohmap_method
 method_for(struct cohmap_device *dev, uint32_t bo_flags)
 {
    enum cohmap_method m = dev->method;
-   if (m == COHMAP_METHOD_AUTO) {
-      m = cohmap_context_auto_method(dev->ctx);
-      if (m == COHMAP_METHOD_FAULT && !(bo_flags & COHMAP_BO_CPU_STORES_ONLY))
+   if (m == COHMAP_METHOD_AUTO &&
+       cohmap_context_auto_method(dev->ctx) == COHMAP_METHOD_FAULT) {
+      if (!(bo_flags & COHMAP_BO_CPU_STORES_ONLY))
          m = cohmap_context_method_status(dev->ctx, COHMAP_METHOD_SCAN,
                                           NULL) == 0
                 ? COHMAP_METHOD_SCAN
