@@ -134,6 +134,10 @@ struct cohmap_device_stats {
    uint64_t tracking_ns;       /* time in collects and merges */
    uint64_t bos;               /* live BOs */
    uint64_t slabs;             /* live slabs */
+   /* COHMAP_DEBUG=verify (docs/envvars.md): BO comparisons made after
+    * flushes, and those that found bytes the device does not have. */
+   uint64_t verify_checks;
+   uint64_t verify_mismatches;
 };
 
 COHMAP_EXPORT int

@@ -4,11 +4,14 @@
  */
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
+#include "track/options.h"
 #include "track/track_priv.h"
 #include "util/debug.h"
 #include "util/log.h"
@@ -26,9 +29,11 @@ static const struct cohmap_debug_named_value debug_table[] = {
    {"verbose", COHMAP_DEBUG_VERBOSE,
     "print probing, method choices and every error"},
    {"stats", COHMAP_DEBUG_STATS,
-    "print each region's statistics when it is destroyed"},
+    "print region figures at destroy; devices: per-BO and total figures"},
    {"nocal", COHMAP_DEBUG_NOCAL,
     "do not calibrate the policy: use its built-in costs"},
+   {"verify", COHMAP_DEBUG_VERIFY,
+    "after each flush compare flushed BOs with the device; report misses"},
    COHMAP_DEBUG_NAMED_VALUE_END,
 };
 
@@ -100,9 +105,19 @@ context_read_env(struct cohmap_context *ctx)
    const char *s = getenv("COHMAP_DEBUG");
    const char *bad = NULL;
 
-   if (s && *s &&
-       cohmap_debug_parse_flags("COHMAP_DEBUG", s, debug_table, &ctx->debug,
-                                NULL, &bad) != 0) {
+   cohmap_options_print_once();
+
+   /* help prints the table once per process (each context reads the
+    * knobs) and the flags given with it still apply, as in Mesa. */
+   static atomic_bool debug_help_printed, method_help_printed;
+   bool help = false;
+   int ret = 0;
+   if (s && *s)
+      ret = cohmap_debug_parse_flags(NULL, s, debug_table, &ctx->debug,
+                                     &help, &bad);
+   if (help && !atomic_exchange(&debug_help_printed, true))
+      cohmap_debug_print_table(stderr, "COHMAP_DEBUG", debug_table);
+   if (ret) {
       fprintf(stderr,
               "cohmap: error: COHMAP_DEBUG: unknown flag '%s' "
               "(COHMAP_DEBUG=help lists them)\n",
@@ -113,8 +128,12 @@ context_read_env(struct cohmap_context *ctx)
    s = getenv("COHMAP_METHOD");
    if (s && *s) {
       uint64_t v;
-      if (strcmp(s, "help") == 0) {
-         cohmap_debug_print_table(stderr, "COHMAP_METHOD", method_table);
+      /* Like Mesa, help prints the table and goes on (with the default):
+       * a program run with it still works. */
+      if (strcasecmp(s, "help") == 0) {
+         if (!atomic_exchange(&method_help_printed, true))
+            cohmap_debug_print_enum_table(stderr, "COHMAP_METHOD",
+                                          method_table);
       } else if (cohmap_debug_parse_enum(s, method_table, &v) != 0) {
          fprintf(stderr,
                  "cohmap: error: COHMAP_METHOD: unknown method '%s' "

@@ -14,11 +14,22 @@ void
 cohmap_debug_print_table(FILE *f, const char *var,
                          const struct cohmap_debug_named_value *table)
 {
-   fprintf(f, "%s: a comma-separated list of:\n", var);
+   fprintf(f, "%s: a list of these flags (separated by ',', '|', ':' or "
+           "spaces; case does not matter):\n", var);
    for (const struct cohmap_debug_named_value *v = table; v->name; v++)
       fprintf(f, "  %-12s %s\n", v->name, v->desc ? v->desc : "");
    fprintf(f, "  %-12s %s\n", "all", "all of the above");
-   fprintf(f, "  %-12s %s\n", "help", "print this table");
+   fprintf(f, "  %-12s %s\n", "help", "print this table (and go on)");
+}
+
+void
+cohmap_debug_print_enum_table(FILE *f, const char *var,
+                              const struct cohmap_debug_named_value *table)
+{
+   fprintf(f, "%s: one of (case does not matter):\n", var);
+   for (const struct cohmap_debug_named_value *v = table; v->name; v++)
+      fprintf(f, "  %-12s %s\n", v->name, v->desc ? v->desc : "");
+   fprintf(f, "  %-12s %s\n", "help", "print this table (and go on)");
 }
 
 static const struct cohmap_debug_named_value *
@@ -49,7 +60,7 @@ cohmap_debug_parse_flags(const char *var, const char *str,
 
    const char *p = str;
    while (*p) {
-      size_t len = strcspn(p, ", :");
+      size_t len = strcspn(p, COHMAP_DEBUG_SEPARATORS);
       if (len == 0) {
          p++;
          continue;
@@ -61,7 +72,8 @@ cohmap_debug_parse_flags(const char *var, const char *str,
          for (v = table; v->name; v++)
             out |= v->value;
       } else if (len == 4 && strncasecmp(p, "help", 4) == 0) {
-         cohmap_debug_print_table(stderr, var, table);
+         if (var)
+            cohmap_debug_print_table(stderr, var, table);
          if (help)
             *help = true;
       } else {
@@ -96,14 +108,44 @@ int
 cohmap_debug_parse_uint(const char *str, uint64_t min, uint64_t max,
                         uint64_t *value)
 {
-   char *end;
+   uint64_t v = 0;
 
-   if (!str || !*str || *str == '-')
+   /* Plain decimal digits only: strtoull() would skip leading blanks,
+    * accept a sign (and negate "-1" into 2^64 - 1), and read "010" as
+    * octal and "0x10" as hex, none of which a user setting a threshold
+    * means. */
+   if (!str || !*str)
       return -EINVAL;
-   errno = 0;
-   unsigned long long v = strtoull(str, &end, 0);
-   if (errno || *end || v < min || v > max)
-      return -EINVAL;
+   for (const char *p = str; *p; p++) {
+      if (*p < '0' || *p > '9')
+         return -EINVAL;
+      if (__builtin_mul_overflow(v, 10, &v) ||
+          __builtin_add_overflow(v, (uint64_t)(*p - '0'), &v))
+         return -ERANGE;
+   }
+   if (v < min || v > max)
+      return -ERANGE;
    *value = v;
    return 0;
+}
+
+int
+cohmap_debug_parse_bool(const char *str, bool *value)
+{
+   static const char *const yes[] = {"1", "y", "yes", "t", "true", "on"};
+   static const char *const no[] = {"0", "n", "no", "f", "false", "off"};
+
+   if (!str)
+      return -EINVAL;
+   for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++) {
+      if (strcasecmp(str, yes[i]) == 0) {
+         *value = true;
+         return 0;
+      }
+      if (strcasecmp(str, no[i]) == 0) {
+         *value = false;
+         return 0;
+      }
+   }
+   return -EINVAL;
 }

@@ -184,6 +184,7 @@ block_free(struct cohmap_block *block)
       munmap(block->cpu, block->size);
    if (block->mem)
       dev->ops->mem_free(dev->backend, block->mem);
+   cohmap_verify_block_free(block);
    pthread_mutex_destroy(&block->lock);
    free(block);
 }
@@ -347,6 +348,7 @@ slab_release_locked(struct cohmap_device *dev, struct cohmap_slab *slab,
 static void
 slab_free(struct cohmap_slab *slab)
 {
+   cohmap_stats_slab_freed(slab);
    block_free(slab->block);
    free(slab->free_bits);
    free(slab->ever_bits);
@@ -494,6 +496,7 @@ bo_free(struct cohmap_bo *bo)
    struct cohmap_device *dev = bo->dev;
    struct cohmap_block *block = bo->block;
 
+   cohmap_stats_bo_freed(bo);
    bo->magic = 0;
    if (block->slab) {
       pthread_mutex_lock(&dev->lock);
@@ -618,6 +621,8 @@ cohmap_block_flush(struct cohmap_block *block)
             account_upload(block, d.ranges[i].offset, d.ranges[i].length);
       }
    }
+   if (ret == 0)
+      cohmap_verify_flush(block, &d);
    pthread_mutex_unlock(&block->lock);
    return ret;
 }
@@ -639,6 +644,7 @@ block_upload(struct cohmap_bo *bo, const struct cohmap_ranges *ranges)
       size_t bytes = cohmap_ranges_bytes(ranges);
       atomic_fetch_add(&dev->bytes_uploaded, bytes);
       bo->stats.bytes_uploaded += bytes;
+      cohmap_verify_explicit(bo, ranges);
    }
    pthread_mutex_unlock(&block->lock);
    return ret;

@@ -17,6 +17,8 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "track/options.h"
+#include "track/track_priv.h"
 #include "util/log.h"
 #include "winsys/winsys_priv.h"
 
@@ -96,6 +98,16 @@ cohmap_device_create(const struct cohmap_device_options *opts,
          goto fail_ctx;
       dev->own_ctx = true;
    }
+   /* The sim reads its knobs next, whatever the context did. */
+   cohmap_options_print_once();
+
+   dev->verify = dev->ctx->debug & COHMAP_DEBUG_VERIFY;
+   dev->print_stats = dev->ctx->debug & COHMAP_DEBUG_STATS;
+   /* The BO and total lines (debug.c) carry what the regions' own stats
+    * lines would say: a context of the device's own prints none.  A
+    * caller's context keeps them (it may have regions of its own). */
+   if (dev->own_ctx)
+      dev->ctx->debug &= ~(uint64_t)COHMAP_DEBUG_STATS;
 
    ret = ops->create(&dev->backend);
    if (ret)
@@ -163,8 +175,10 @@ cohmap_device_destroy(struct cohmap_device *dev)
       struct cohmap_slab *slab = dev->slabs;
       dev->slabs = slab->next;
       struct cohmap_block *block = slab->block;
+      cohmap_stats_slab_freed(slab);
       cohmap_region_destroy(block->region);
       dev->ops->mem_free(dev->backend, block->mem);
+      cohmap_verify_block_free(block);
       pthread_mutex_destroy(&block->lock);
       free(block);
       free(slab->free_bits);
@@ -173,6 +187,7 @@ cohmap_device_destroy(struct cohmap_device *dev)
       free(slab);
    }
 
+   cohmap_stats_print(dev);
    dev->ops->destroy(dev->backend);
    if (dev->own_ctx)
       cohmap_context_destroy(dev->ctx);
@@ -229,6 +244,8 @@ cohmap_device_get_stats(struct cohmap_device *dev,
    out->bytes_conflicted = atomic_load(&dev->bytes_conflicted);
    out->collects = atomic_load(&dev->collects);
    out->tracking_ns = atomic_load(&dev->tracking_ns);
+   out->verify_checks = atomic_load(&dev->verify_checks);
+   out->verify_mismatches = atomic_load(&dev->verify_mismatches);
    pthread_mutex_lock(&dev->lock);
    out->bos = dev->live_bos;
    out->slabs = dev->live_slabs;

@@ -358,6 +358,8 @@ cohmap_inflight_free(struct cohmap_inflight *f)
 {
    if (!f)
       return;
+   /* Before the references go: a block may go with them. */
+   cohmap_verify_unregister(f);
    for (size_t i = 0; i < f->bo_count; i++)
       cohmap_bo_unref(f->bos[i]);
    for (size_t i = 0; i < f->write_count; i++)
@@ -503,6 +505,9 @@ cohmap_submit_end(struct cohmap_submit *s, struct cohmap_fence **fence)
       };
    }
 
+   ret = cohmap_verify_register(f);
+   if (ret)
+      goto fail;
    ret = flush_blocks(s);
    if (ret)
       goto fail;

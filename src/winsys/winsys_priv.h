@@ -45,6 +45,8 @@
 #define COHMAP_BO_MAGIC 0x636f626fu /* "cobo" */
 
 struct cohmap_slab;
+/* COHMAP_DEBUG=verify state of a block (debug.c). */
+struct cohmap_verify_block;
 
 struct cohmap_block {
    struct cohmap_device *dev;
@@ -60,6 +62,8 @@ struct cohmap_block {
    pthread_mutex_t lock;
    struct cohmap_slab *slab;     /* NULL unless a slab's block */
    struct cohmap_bo *bo;         /* the BO of a dedicated block */
+   /* COHMAP_DEBUG=verify, under lock; NULL until first needed. */
+   struct cohmap_verify_block *verify;
 };
 
 struct cohmap_bo {
@@ -76,6 +80,7 @@ struct cohmap_bo {
 
    /* Under block->lock. */
    struct cohmap_bo_stats stats;
+   uint64_t verify_mismatches; /* COHMAP_DEBUG=verify reports about it */
 };
 
 struct cohmap_slab {
@@ -105,6 +110,37 @@ struct cohmap_inflight {
    size_t write_count;
    void **payloads; /* cmd_write data */
    size_t payload_count;
+   /* COHMAP_DEBUG=verify: the write sets are in their blocks' lists of
+    * ranges the GPU may be writing (cohmap_verify_register()). */
+   bool verify_registered;
+};
+
+/* COHMAP_DEBUG=stats: what one BO did, kept after it is freed (debug.c). */
+struct cohmap_bo_record {
+   const void *bo;
+   size_t size;
+   uint32_t flags;
+   bool in_slab;
+   enum cohmap_method method; /* its block's when it was freed */
+   struct cohmap_bo_stats stats;
+   uint64_t verify_mismatches;
+   bool has_region; /* a dedicated block: region holds its tracking */
+   struct cohmap_region_stats region;
+};
+
+/* The most active BOs are listed one per line; the others are summed. */
+#define COHMAP_STATS_TOP_BOS 16
+
+struct cohmap_stats_log {
+   uint64_t bos, coherent_bos, slab_bos, slabs;
+   /* Tracking figures of every freed block's region, summed. */
+   struct cohmap_region_stats regions;
+   struct cohmap_bo_record top[COHMAP_STATS_TOP_BOS];
+   size_t top_count;
+   uint64_t rest_count;
+   struct cohmap_bo_stats rest;
+   /* The method of the last slab freed (slabs are not listed). */
+   enum cohmap_method slab_method;
 };
 
 struct cohmap_device {
@@ -129,6 +165,13 @@ struct cohmap_device {
    /* Statistics, atomics. */
    atomic_ullong submissions, bytes_uploaded, bytes_downloaded;
    atomic_ullong bytes_merged, bytes_conflicted, collects, tracking_ns;
+
+   /* COHMAP_DEBUG flags of the context, read at creation. */
+   bool verify;      /* compare flushed BOs with the device (debug.c) */
+   bool print_stats; /* print stats_log and totals at destroy */
+   atomic_ullong verify_checks, verify_mismatches;
+   atomic_uint verify_lines; /* printed, to cap a flood */
+   struct cohmap_stats_log stats_log; /* under lock */
 };
 
 struct cohmap_fence {
@@ -146,6 +189,30 @@ int cohmap_block_flush(struct cohmap_block *block);
  * copies them into the mapping (non-coherent). */
 int cohmap_bo_readback(struct cohmap_bo *bo, const struct cohmap_range *r,
                        size_t count);
+
+/* debug.c: COHMAP_DEBUG=verify.  The hooks do nothing unless dev->verify.
+ *
+ * Under block->lock, after a successful collect + upload of a coherent
+ * block (d is what the collect returned). */
+void cohmap_verify_flush(struct cohmap_block *block,
+                         const struct cohmap_dirty *d);
+/* Under block->lock, after an explicit upload of ranges (block offsets)
+ * of a non-coherent BO. */
+void cohmap_verify_explicit(struct cohmap_bo *bo,
+                            const struct cohmap_ranges *ranges);
+/* The ranges f's commands may write are added to their blocks before its
+ * upload and removed when f is freed (retired or refused): verify does
+ * not compare bytes the GPU may be writing.  -ENOMEM: nothing added. */
+int cohmap_verify_register(struct cohmap_inflight *f);
+void cohmap_verify_unregister(struct cohmap_inflight *f);
+void cohmap_verify_block_free(struct cohmap_block *block);
+
+/* debug.c: COHMAP_DEBUG=stats.  Called before a BO's block or slab slot
+ * is released, and before a slab's region is destroyed. */
+void cohmap_stats_bo_freed(struct cohmap_bo *bo);
+void cohmap_stats_slab_freed(struct cohmap_slab *slab);
+/* At cohmap_device_destroy(), once every BO is gone. */
+void cohmap_stats_print(struct cohmap_device *dev);
 
 /* submit.c */
 /* Merges the writes of every completed submission, in order, and releases
