@@ -59,7 +59,7 @@ cohmap_options_print(FILE *f)
 
    cohmap_policy_config_init(&policy);
    fprintf(f, "cohmap: options (COHMAP_PRINT_OPTIONS; each variable's "
-           "value in the environment and its default):\n");
+              "value in the environment and its default):\n");
    for (size_t i = 0; i < sizeof(options) / sizeof(options[0]); i++) {
       char def[32];
       switch (options[i].kind) {

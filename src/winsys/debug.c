@@ -193,9 +193,8 @@ ranges_op(const struct cohmap_range *a, size_t na,
       size_t pos = lo;
       for (size_t k = j; k < nb && b[k].offset < hi && !ret; k++) {
          size_t blo = b[k].offset > lo ? b[k].offset : lo;
-         size_t bhi = b[k].offset + b[k].length < hi
-                         ? b[k].offset + b[k].length
-                         : hi;
+         size_t bhi =
+            b[k].offset + b[k].length < hi ? b[k].offset + b[k].length : hi;
          if (intersect)
             ret = cohmap_ranges_add(out, blo, bhi - blo);
          else if (blo > pos)
@@ -286,15 +285,16 @@ report_span(const struct span *sp, const struct cohmap_range *v, size_t n,
    if (line > VERIFY_MAX_LINES)
       return;
    if (line == VERIFY_MAX_LINES) {
-      fprintf(stderr, "cohmap: verify: device %p: more than %d reports; "
+      fprintf(stderr,
+              "cohmap: verify: device %p: more than %d reports; "
               "further ones are only counted (verify_mismatches)\n",
               (void *)dev, VERIFY_MAX_LINES);
       return;
    }
 
    uint8_t dv[VERIFY_SHOW];
-   size_t show = sp->end - first < VERIFY_SHOW ? sp->end - first
-                                                : VERIFY_SHOW;
+   size_t show =
+      sp->end - first < VERIFY_SHOW ? sp->end - first : VERIFY_SHOW;
    char cpu_hex[3 * VERIFY_SHOW + 1], dev_hex[3 * VERIFY_SHOW + 1];
    char snap_hex[3 * VERIFY_SHOW + 1] = "";
    hex(cpu_hex, sizeof(cpu_hex), block->cpu + first, show);
@@ -386,9 +386,8 @@ cohmap_verify_flush(struct cohmap_block *block, const struct cohmap_dirty *d)
       goto oom;
 
    /* Uploads of a region with a snapshot copy from it (cohmap.h). */
-   const uint8_t *snapshot = d->data != (const void *)block->cpu
-                                ? (const uint8_t *)d->data
-                                : NULL;
+   const uint8_t *snapshot =
+      d->data != (const void *)block->cpu ? (const uint8_t *)d->data : NULL;
 
    /* (1) what unretired submissions may write. */
    for (size_t i = 0; i < vb->pending_count && !ret; i++) {
@@ -431,14 +430,12 @@ cohmap_verify_flush(struct cohmap_block *block, const struct cohmap_dirty *d)
          ret = cohmap_ranges_add_all(&t2, &r->carry);
       cohmap_ranges_normalize(&t2);
       if (!ret)
-         ret = ranges_op(diff_s.v, diff_s.count, t2.v, t2.count, false,
-                         &t1);
+         ret = ranges_op(diff_s.v, diff_s.count, t2.v, t2.count, false, &t1);
       if (!ret)
          ret = cohmap_ranges_add_all(&report, &t1);
    }
    if (!ret)
-      ret = ranges_op(diff_c.v, diff_c.count, excl.v, excl.count, false,
-                      &t2);
+      ret = ranges_op(diff_c.v, diff_c.count, excl.v, excl.count, false, &t2);
    /* (3) suspects of the last flush that still differ and that no store
     * since touched: outside what this collect reported and, when a
     * snapshot narrowed that, outside the pages the engine itself
@@ -447,15 +444,15 @@ cohmap_verify_flush(struct cohmap_block *block, const struct cohmap_dirty *d)
       cohmap_ranges_clear(&t1);
       ret = cohmap_ranges_add_all(&t1, &r->pages);
       for (size_t i = 0; i < d->count && !ret; i++)
-         ret = cohmap_ranges_add(&t1, d->ranges[i].offset,
-                                 d->ranges[i].length);
+         ret =
+            cohmap_ranges_add(&t1, d->ranges[i].offset, d->ranges[i].length);
       cohmap_ranges_normalize(&t1);
       if (!ret)
          ret = ranges_op(vb->suspects.v, vb->suspects.count, t1.v, t1.count,
                          false, &diff_s);
       if (!ret)
-         ret = ranges_op(t2.v, t2.count, diff_s.v, diff_s.count, true,
-                         &diff_c);
+         ret =
+            ranges_op(t2.v, t2.count, diff_s.v, diff_s.count, true, &diff_c);
       if (!ret)
          ret = cohmap_ranges_add_all(&report, &diff_c);
    }
@@ -651,8 +648,8 @@ record_cmp(const void *a, const void *b)
 static void
 print_bo_flags(char *buf, size_t size, uint32_t flags)
 {
-   snprintf(buf, size, "%s%s%s", flags & COHMAP_BO_COHERENT ? "coherent"
-                                                            : "non-coherent",
+   snprintf(buf, size, "%s%s%s",
+            flags & COHMAP_BO_COHERENT ? "coherent" : "non-coherent",
             flags & COHMAP_BO_GPU_WRITE ? "|gpu-write" : "",
             flags & COHMAP_BO_CPU_STORES_ONLY ? "|cpu-stores-only" : "");
 }
@@ -683,20 +680,19 @@ cohmap_stats_print(struct cohmap_device *dev)
    fprintf(stderr,
            "cohmap: device %p: total: %" PRIu64 " submissions, %" PRIu64
            " bytes uploaded, %" PRIu64 " downloaded, %" PRIu64
-           " merged, %" PRIu64 " conflicted; %" PRIu64 " collects, %"
-           PRIu64 " faults, %" PRIu64 " scans, %" PRIu64
+           " merged, %" PRIu64 " conflicted; %" PRIu64 " collects, %" PRIu64
+           " faults, %" PRIu64 " scans, %" PRIu64
            " method switches, %.3f ms tracking (collects and merges); "
-           "method %s; verify: %" PRIu64 " checks, %" PRIu64
-           " mismatches\n",
+           "method %s; verify: %" PRIu64 " checks, %" PRIu64 " mismatches\n",
            (void *)dev, st.submissions, st.bytes_uploaded,
            st.bytes_downloaded, st.bytes_merged, st.bytes_conflicted,
            st.collects, rs->faults, rs->scans, rs->method_switches,
            st.tracking_ns / 1e6, method, st.verify_checks,
            st.verify_mismatches);
    fprintf(stderr,
-           "cohmap: device %p: %" PRIu64 " BOs: %" PRIu64 " tracked (%"
-           PRIu64 " dedicated, %" PRIu64 " in %" PRIu64 " slabs%s%s), %"
-           PRIu64 " non-coherent\n",
+           "cohmap: device %p: %" PRIu64 " BOs: %" PRIu64 " tracked (%" PRIu64
+           " dedicated, %" PRIu64 " in %" PRIu64 " slabs%s%s), %" PRIu64
+           " non-coherent\n",
            (void *)dev, log->bos, log->coherent_bos,
            log->coherent_bos - log->slab_bos, log->slab_bos, log->slabs,
            log->slabs ? ", last on " : "",
@@ -730,9 +726,9 @@ cohmap_stats_print(struct cohmap_device *dev)
    }
    if (log->rest_count)
       fprintf(stderr,
-              "cohmap: device %p: %" PRIu64 " less active BOs not listed: %"
-              PRIu64 " submissions, %" PRIu64 " bytes uploaded, %" PRIu64
-              " merged, %" PRIu64 " conflicted\n",
+              "cohmap: device %p: %" PRIu64
+              " less active BOs not listed: %" PRIu64 " submissions, %" PRIu64
+              " bytes uploaded, %" PRIu64 " merged, %" PRIu64 " conflicted\n",
               (void *)dev, log->rest_count, log->rest.submissions,
               log->rest.bytes_uploaded, log->rest.bytes_merged,
               log->rest.bytes_conflicted);

@@ -92,9 +92,9 @@ test_parse_flags(void **state)
    } good[] = {
       {"", 0},
       {"stats", 1},
-      {"STATS", 1},          /* case does not matter */
+      {"STATS", 1}, /* case does not matter */
       {"Stats,VeRiFy", 3},
-      {"stats|verify", 3},   /* the separators */
+      {"stats|verify", 3}, /* the separators */
       {"stats verify", 3},
       {"stats:verify", 3},
       {"stats\tverify", 3},
@@ -136,8 +136,8 @@ test_parse_flags(void **state)
    for (size_t i = 0; i < TU_ARRAY_SIZE(bad); i++) {
       uint64_t flags = 0xdead;
       const char *b = NULL;
-      int ret = cohmap_debug_parse_flags("X", bad[i].str, flags_table,
-                                         &flags, NULL, &b);
+      int ret = cohmap_debug_parse_flags("X", bad[i].str, flags_table, &flags,
+                                         NULL, &b);
       assert_int_equal(ret, -EINVAL);
       assert_int_equal(flags, 0xdead); /* untouched */
       assert_non_null(b);
@@ -153,9 +153,9 @@ test_parse_flags(void **state)
    longname[sizeof(longname) - 1] = '\0';
    const char *b = NULL;
    uint64_t flags = 0;
-   assert_int_equal(cohmap_debug_parse_flags("X", longname, flags_table,
-                                             &flags, NULL, &b),
-                    -EINVAL);
+   assert_int_equal(
+      cohmap_debug_parse_flags("X", longname, flags_table, &flags, NULL, &b),
+      -EINVAL);
    assert_non_null(b);
    assert_true(strlen(b) > 10 && strlen(b) < 100);
 
@@ -187,8 +187,8 @@ test_parse_enum(void **state)
    assert_int_equal(cohmap_debug_parse_enum("NoCaL", flags_table, &v), 0);
    assert_int_equal(v, 4);
    static const char *const bad[] = {
-      "", " stats", "stats ", "stats,verify", "stats|verify", "all",
-      "help", "st", "stats\n", NULL,
+      "",    " stats", "stats ", "stats,verify", "stats|verify",
+      "all", "help",   "st",     "stats\n",      NULL,
    };
    for (size_t i = 0; i < TU_ARRAY_SIZE(bad); i++) {
       v = 99;
@@ -205,10 +205,8 @@ test_parse_uint(void **state)
       const char *str;
       uint64_t min, max, want;
    } good[] = {
-      {"0", 0, 10, 0},
-      {"10", 0, 10, 10},
-      {"007", 0, 10, 7},
-      {"18446744073709551615", 0, UINT64_MAX, UINT64_MAX},
+      {"0", 0, 10, 0},   {"10", 0, 10, 10},
+      {"007", 0, 10, 7}, {"18446744073709551615", 0, UINT64_MAX, UINT64_MAX},
       {"5", 5, 5, 5},
    };
    static const struct {
@@ -219,7 +217,7 @@ test_parse_uint(void **state)
       {"", 0, 10, -EINVAL},
       {NULL, 0, 10, -EINVAL},
       {"abc", 0, 10, -EINVAL},
-      {"-1", 0, 10, -EINVAL},   /* strtoull would give 2^64 - 1 */
+      {"-1", 0, 10, -EINVAL}, /* strtoull would give 2^64 - 1 */
       {"+1", 0, 10, -EINVAL},
       {" 1", 0, 10, -EINVAL},
       {"1 ", 0, 10, -EINVAL},
@@ -235,15 +233,15 @@ test_parse_uint(void **state)
 
    for (size_t i = 0; i < TU_ARRAY_SIZE(good); i++) {
       uint64_t v = 99;
-      assert_int_equal(cohmap_debug_parse_uint(good[i].str, good[i].min,
-                                               good[i].max, &v),
-                       0);
+      assert_int_equal(
+         cohmap_debug_parse_uint(good[i].str, good[i].min, good[i].max, &v),
+         0);
       assert_int_equal(v, good[i].want);
    }
    for (size_t i = 0; i < TU_ARRAY_SIZE(bad); i++) {
       uint64_t v = 99;
-      int ret = cohmap_debug_parse_uint(bad[i].str, bad[i].min, bad[i].max,
-                                        &v);
+      int ret =
+         cohmap_debug_parse_uint(bad[i].str, bad[i].min, bad[i].max, &v);
       if (ret != bad[i].err || v != 99) {
          fprintf(stderr, "'%s': ret %d, value %llu\n",
                  bad[i].str ? bad[i].str : "(null)", ret,
@@ -256,11 +254,11 @@ test_parse_uint(void **state)
 static void
 test_parse_bool(void **state)
 {
-   static const char *const yes[] = {"1", "y", "yes", "YES", "t", "True",
-                                     "on", "ON"};
+   static const char *const yes[] = {"1", "y",    "yes", "YES",
+                                     "t", "True", "on",  "ON"};
    static const char *const no[] = {"0", "n", "No", "f", "FALSE", "off"};
-   static const char *const bad[] = {"", "2", "maybe", " true", "true ",
-                                     "yess", "-1", "onn", NULL};
+   static const char *const bad[] = {"",     "2",  "maybe", " true", "true ",
+                                     "yess", "-1", "onn",   NULL};
    for (size_t i = 0; i < TU_ARRAY_SIZE(yes); i++) {
       bool v = false;
       assert_int_equal(cohmap_debug_parse_bool(yes[i], &v), 0);
@@ -311,8 +309,8 @@ test_env_debug(void **state)
       {"stats,verify", COHMAP_DEBUG_STATS | COHMAP_DEBUG_VERIFY},
       {"stats|Verify|nocal",
        COHMAP_DEBUG_STATS | COHMAP_DEBUG_VERIFY | COHMAP_DEBUG_NOCAL},
-      {"all", COHMAP_DEBUG_VERBOSE | COHMAP_DEBUG_STATS |
-                 COHMAP_DEBUG_NOCAL | COHMAP_DEBUG_VERIFY},
+      {"all", COHMAP_DEBUG_VERBOSE | COHMAP_DEBUG_STATS | COHMAP_DEBUG_NOCAL |
+                 COHMAP_DEBUG_VERIFY},
    };
    static const char *const bad[] = {
       "bogus", "stats,bogus", "verify;stats", "1", "-verbose", "statss",
@@ -321,8 +319,8 @@ test_env_debug(void **state)
    struct cohmap_context *ctx;
 
    for (size_t i = 0; i < TU_ARRAY_SIZE(good); i++) {
-      int ret = create_with("COHMAP_DEBUG", good[i].value, &ctx, text,
-                            sizeof(text));
+      int ret =
+         create_with("COHMAP_DEBUG", good[i].value, &ctx, text, sizeof(text));
       assert_int_equal(ret, 0);
       if (ctx->debug != good[i].want) {
          fprintf(stderr, "COHMAP_DEBUG='%s': flags %#llx, want %#llx\n",
@@ -336,8 +334,7 @@ test_env_debug(void **state)
    cohmap_log_set_verbose(false);
 
    for (size_t i = 0; i < TU_ARRAY_SIZE(bad); i++) {
-      int ret = create_with("COHMAP_DEBUG", bad[i], &ctx, text,
-                            sizeof(text));
+      int ret = create_with("COHMAP_DEBUG", bad[i], &ctx, text, sizeof(text));
       if (ret != -EINVAL || ctx || !strstr(text, "COHMAP_DEBUG") ||
           !strstr(text, "help")) {
          fprintf(stderr, "COHMAP_DEBUG='%s': ret %d, message \"%s\"\n",
@@ -346,13 +343,13 @@ test_env_debug(void **state)
       }
       /* The bad name is quoted. */
       char quoted[64];
-      snprintf(quoted, sizeof(quoted), "'%.*s'",
-               (int)strcspn(bad[i] + (strncmp(bad[i], "stats,", 6) ? 0 : 6),
-                            ","),
-               bad[i] + (strncmp(bad[i], "stats,", 6) ? 0 : 6));
+      snprintf(
+         quoted, sizeof(quoted), "'%.*s'",
+         (int)strcspn(bad[i] + (strncmp(bad[i], "stats,", 6) ? 0 : 6), ","),
+         bad[i] + (strncmp(bad[i], "stats,", 6) ? 0 : 6));
       if (!strstr(text, quoted)) {
-         fprintf(stderr, "COHMAP_DEBUG='%s': \"%s\" lacks %s\n", bad[i],
-                 text, quoted);
+         fprintf(stderr, "COHMAP_DEBUG='%s': \"%s\" lacks %s\n", bad[i], text,
+                 quoted);
          fail();
       }
    }
@@ -364,7 +361,7 @@ test_env_debug(void **state)
    assert_int_equal(ctx->debug, 0);
    assert_int_equal(cohmap_context_destroy(ctx), 0);
    static const char *const names[] = {"verbose", "stats", "nocal",
-                                       "verify", "all", "help"};
+                                       "verify",  "all",   "help"};
    for (size_t i = 0; i < TU_ARRAY_SIZE(names); i++) {
       /* "  name   description" on a line of its own. */
       char line[32];
@@ -407,8 +404,8 @@ test_env_method(void **state)
       {"", COHMAP_METHOD_AUTO, false}, /* empty means unset */
    };
    static const char *const bad[] = {
-      "bogus", "scan,full", "scan|full", " scan", "scan ", "sca", "all",
-      "1", "auto_fault",
+      "bogus", "scan,full", "scan|full", " scan",      "scan ",
+      "sca",   "all",       "1",         "auto_fault",
    };
    char text[8192];
    struct cohmap_context *ctx;
@@ -424,8 +421,8 @@ test_env_method(void **state)
       assert_int_equal(cohmap_context_destroy(ctx), 0);
    }
    for (size_t i = 0; i < TU_ARRAY_SIZE(bad); i++) {
-      int ret = create_with("COHMAP_METHOD", bad[i], &ctx, text,
-                            sizeof(text));
+      int ret =
+         create_with("COHMAP_METHOD", bad[i], &ctx, text, sizeof(text));
       if (ret != -EINVAL || ctx || !strstr(text, "COHMAP_METHOD") ||
           !strstr(text, bad[i])) {
          fprintf(stderr, "COHMAP_METHOD='%s': ret %d, message \"%s\"\n",
@@ -437,8 +434,8 @@ test_env_method(void **state)
     * the default. */
    static const char *const helps[] = {"HELP", "help"};
    for (size_t h = 0; h < TU_ARRAY_SIZE(helps); h++) {
-      int ret = create_with("COHMAP_METHOD", helps[h], &ctx, text,
-                            sizeof(text));
+      int ret =
+         create_with("COHMAP_METHOD", helps[h], &ctx, text, sizeof(text));
       assert_int_equal(ret, 0);
       assert_int_equal(ctx->opts.default_method, COHMAP_METHOD_AUTO);
       assert_int_equal(cohmap_context_destroy(ctx), 0);
@@ -446,8 +443,8 @@ test_env_method(void **state)
          assert_null(strstr(text, "COHMAP_METHOD"));
          continue;
       }
-      static const char *const names[] = {"auto", "auto-fault", "scan",
-                                          "fault", "compare", "full"};
+      static const char *const names[] = {"auto",  "auto-fault", "scan",
+                                          "fault", "compare",    "full"};
       for (size_t i = 0; i < TU_ARRAY_SIZE(names); i++) {
          char line[32];
          snprintf(line, sizeof(line), "\n  %s ", names[i]);
@@ -472,8 +469,11 @@ test_env_policy(void **state)
       {"COHMAP_POLICY_DWELL", offsetof(struct cohmap_policy_config, dwell)},
    };
    static const char *const bad[] = {
-      "abc", "-5", "-0", "0x10", " 5", "5 ", "+5", "1001",
-      "99999999999999999999", "12abc", "2.5", "1e2", "25%", "5,6", "5|6",
+      "abc",   "-5",   "-0",
+      "0x10",  " 5",   "5 ",
+      "+5",    "1001", "99999999999999999999",
+      "12abc", "2.5",  "1e2",
+      "25%",   "5,6",  "5|6",
    };
    char text[8192];
 
@@ -484,8 +484,8 @@ test_env_policy(void **state)
       snprintf(def_text, sizeof(def_text), "default, %u", def);
       for (size_t i = 0; i < TU_ARRAY_SIZE(bad); i++) {
          struct cohmap_context *ctx;
-         int ret = create_with(knobs[k].var, bad[i], &ctx, text,
-                               sizeof(text));
+         int ret =
+            create_with(knobs[k].var, bad[i], &ctx, text, sizeof(text));
          /* A threshold only tunes: creation goes on, the default stays,
           * and the message names the variable, the value and the
           * default. */
@@ -503,17 +503,15 @@ test_env_policy(void **state)
          }
       }
       struct cohmap_context *ctx;
-      assert_int_equal(create_with(knobs[k].var, "", &ctx, text,
-                                   sizeof(text)),
-                       0);
+      assert_int_equal(
+         create_with(knobs[k].var, "", &ctx, text, sizeof(text)), 0);
       uint32_t got;
       memcpy(&got, (const char *)&ctx->policy + knobs[k].field, sizeof(got));
       assert_int_equal(got, def);
       assert_null(strstr(text, knobs[k].var));
       assert_int_equal(cohmap_context_destroy(ctx), 0);
-      assert_int_equal(create_with(knobs[k].var, "1000", &ctx, text,
-                                   sizeof(text)),
-                       0);
+      assert_int_equal(
+         create_with(knobs[k].var, "1000", &ctx, text, sizeof(text)), 0);
       memcpy(&got, (const char *)&ctx->policy + knobs[k].field, sizeof(got));
       assert_int_equal(got, 1000);
       assert_int_equal(cohmap_context_destroy(ctx), 0);
@@ -588,8 +586,7 @@ test_print_options(void **state)
       /* Once per process, though two contexts read the knobs. */
       assert_int_equal(count(text, "COHMAP_PRINT_OPTIONS;"), 1);
       char want[64];
-      snprintf(want, sizeof(want),
-               "COHMAP_POLICY_MARGIN='40' (default %u)",
+      snprintf(want, sizeof(want), "COHMAP_POLICY_MARGIN='40' (default %u)",
                defaults.margin_pct);
       assert_non_null(strstr(text, want));
       snprintf(want, sizeof(want), "COHMAP_POLICY_DWELL unset (default %u)",

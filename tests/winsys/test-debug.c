@@ -90,8 +90,7 @@ assert_all_lines_cohmap(const char *text)
 {
    for (const char *p = text; *p;) {
       if (strncmp(p, "cohmap: ", 8) != 0) {
-         fprintf(stderr, "a line not starting with \"cohmap: \": %.80s\n",
-                 p);
+         fprintf(stderr, "a line not starting with \"cohmap: \": %.80s\n", p);
          fail();
       }
       const char *nl = strchr(p, '\n');
@@ -199,9 +198,8 @@ test_verify_catches_corruption(void **state)
                  cohmap_method_name(m), kinds[k].name,
                  use_submit ? "a submission" : "flush_all");
          struct cohmap_bo *bo = NULL;
-         assert_int_equal(cohmap_bo_create(dev, kinds[k].size,
-                                           kinds[k].flags, &bo),
-                          0);
+         assert_int_equal(
+            cohmap_bo_create(dev, kinds[k].size, kinds[k].flags, &bo), 0);
          uint8_t *map = cohmap_bo_map(bo);
          for (size_t i = 0; i < kinds[k].size; i++)
             map[i] = (uint8_t)(i * 7 + 1);
@@ -245,8 +243,7 @@ test_verify_catches_corruption(void **state)
             assert_non_null(strstr(text, "first at offset 100:"));
             assert_non_null(strstr(text, "device ee ee ee ee"));
             char cpu[32];
-            snprintf(cpu, sizeof(cpu), "cpu %02x %02x", map[100],
-                     map[101]);
+            snprintf(cpu, sizeof(cpu), "cpu %02x %02x", map[100], map[101]);
             assert_non_null(strstr(text, cpu));
             assert_all_lines_cohmap(text);
          }
@@ -352,11 +349,10 @@ static void
 noise_create(struct cohmap_device *dev, struct noise *n, size_t i)
 {
    /* Even: GPU_WRITE; half dedicated, half in slabs. */
-   uint32_t flags = COHMAP_BO_COHERENT |
-                    (i % 2 == 0 ? COHMAP_BO_GPU_WRITE : 0);
+   uint32_t flags =
+      COHMAP_BO_COHERENT | (i % 2 == 0 ? COHMAP_BO_GPU_WRITE : 0);
    n->sizes[i] = i < NOISE_BOS / 2 ? 32 * 1024 + 4096 : 4096;
-   assert_int_equal(cohmap_bo_create(dev, n->sizes[i], flags, &n->bos[i]),
-                    0);
+   assert_int_equal(cohmap_bo_create(dev, n->sizes[i], flags, &n->bos[i]), 0);
    n->maps[i] = cohmap_bo_map(n->bos[i]);
 }
 
@@ -364,7 +360,7 @@ static void
 test_verify_no_false_positives(void **state)
 {
    static const enum cohmap_method methods[] = {
-      COHMAP_METHOD_AUTO, COHMAP_METHOD_SCAN, COHMAP_METHOD_FAULT,
+      COHMAP_METHOD_AUTO,    COHMAP_METHOD_SCAN, COHMAP_METHOD_FAULT,
       COHMAP_METHOD_COMPARE, COHMAP_METHOD_FULL,
    };
    for (size_t mi = 0; mi < TU_ARRAY_SIZE(methods); mi++) {
@@ -397,25 +393,23 @@ test_verify_no_false_positives(void **state)
          for (size_t i = 0; i < NOISE_BOS; i++) {
             struct cohmap_bo *bo = n.bos[i];
             if (i % 2) {
-               assert_int_equal(cohmap_submit_add_bo(s, bo,
-                                                     COHMAP_ACCESS_READ),
-                                0);
+               assert_int_equal(
+                  cohmap_submit_add_bo(s, bo, COHMAP_ACCESS_READ), 0);
                continue;
             }
-            assert_int_equal(cohmap_submit_add_bo(s, bo,
-                                                  COHMAP_ACCESS_READ |
-                                                     COHMAP_ACCESS_WRITE),
-                             0);
+            assert_int_equal(
+               cohmap_submit_add_bo(s, bo,
+                                    COHMAP_ACCESS_READ | COHMAP_ACCESS_WRITE),
+               0);
             size_t off = 4 * tu_rng_below(&rng, n.sizes[i] / 4 - 256);
-            assert_int_equal(cohmap_cmd_fill(s, bo, off, 512,
-                                             (uint32_t)it * 0x01010101u),
-                             0);
-            assert_int_equal(cohmap_cmd_copy(s, bo, n.sizes[i] - 1024, src,
-                                             0, 1000),
-                             0);
-            assert_int_equal(cohmap_cmd_checksum(s, bo, 8, n.bos[i + 1], 0,
-                                                 n.sizes[i + 1]),
-                             0);
+            assert_int_equal(
+               cohmap_cmd_fill(s, bo, off, 512, (uint32_t)it * 0x01010101u),
+               0);
+            assert_int_equal(
+               cohmap_cmd_copy(s, bo, n.sizes[i] - 1024, src, 0, 1000), 0);
+            assert_int_equal(
+               cohmap_cmd_checksum(s, bo, 8, n.bos[i + 1], 0, n.sizes[i + 1]),
+               0);
          }
          pthread_mutex_unlock(&n.lock);
          struct cohmap_fence **f = &fences[it % 4];
@@ -489,8 +483,8 @@ test_verify_explicit(void **state)
    uint8_t *map = cohmap_bo_map(bo);
    memset(map, 0x5a, 16384);
    assert_int_equal(cohmap_bo_flush(bo, 0, 8192), 0);
-   struct cohmap_box box = {.offset = 8192, .row_pitch = 256,
-                            .width = 16, .height = 8};
+   struct cohmap_box box = {
+      .offset = 8192, .row_pitch = 256, .width = 16, .height = 8};
    assert_int_equal(cohmap_bo_flush_box(bo, &box), 0);
    struct cohmap_device_stats st = stats(dev);
    assert_int_equal(st.verify_checks, 2);
@@ -532,27 +526,24 @@ stats_run(struct cohmap_context *ctx, const char *debug)
 
    struct cohmap_bo *bos[STATS_SLAB_BOS + 2];
    assert_int_equal(cohmap_bo_create(dev, 65536,
-                                     COHMAP_BO_COHERENT |
-                                        COHMAP_BO_GPU_WRITE,
+                                     COHMAP_BO_COHERENT | COHMAP_BO_GPU_WRITE,
                                      &bos[0]),
                     0);
    assert_int_equal(cohmap_bo_create(dev, 4096, 0, &bos[1]), 0);
    for (size_t i = 2; i < TU_ARRAY_SIZE(bos); i++)
-      assert_int_equal(cohmap_bo_create(dev, 4096, COHMAP_BO_COHERENT,
-                                        &bos[i]),
-                       0);
+      assert_int_equal(
+         cohmap_bo_create(dev, 4096, COHMAP_BO_COHERENT, &bos[i]), 0);
    for (int it = 0; it < 3; it++) {
       memset(cohmap_bo_map(bos[0]), it + 1, 65536);
       memset(cohmap_bo_map(bos[2 + it]), it + 1, 100);
       struct cohmap_submit *s = NULL;
       assert_int_equal(cohmap_submit_begin(dev, &s), 0);
-      assert_int_equal(cohmap_submit_add_bo(s, bos[0],
-                                            COHMAP_ACCESS_READ |
-                                               COHMAP_ACCESS_WRITE),
-                       0);
-      assert_int_equal(cohmap_submit_add_bo(s, bos[2 + it],
-                                            COHMAP_ACCESS_READ),
-                       0);
+      assert_int_equal(
+         cohmap_submit_add_bo(s, bos[0],
+                              COHMAP_ACCESS_READ | COHMAP_ACCESS_WRITE),
+         0);
+      assert_int_equal(
+         cohmap_submit_add_bo(s, bos[2 + it], COHMAP_ACCESS_READ), 0);
       assert_int_equal(cohmap_cmd_fill(s, bos[0], 0, 64, 7), 0);
       assert_int_equal(ws_submit_wait(s), 0);
    }
@@ -608,12 +599,23 @@ static void
 test_sim_knobs(void **state)
 {
    static const char *const vars[] = {
-      "COHMAP_SIM_LATENCY_US", "COHMAP_SIM_BANDWIDTH_MBPS",
+      "COHMAP_SIM_LATENCY_US",
+      "COHMAP_SIM_BANDWIDTH_MBPS",
       "COHMAP_SIM_EXEC_US",
    };
    static const char *const bad[] = {
-      "abc", "-1", "+5", " 5", "5 ", "0x10", "1e3", "2.5", "5us",
-      "10000001", "99999999999999999999999", "5,6",
+      "abc",
+      "-1",
+      "+5",
+      " 5",
+      "5 ",
+      "0x10",
+      "1e3",
+      "2.5",
+      "5us",
+      "10000001",
+      "99999999999999999999999",
+      "5,6",
    };
    static const char *const good[] = {"", "0", "00", "7"};
    struct cohmap_device_options opts;
