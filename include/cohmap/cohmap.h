@@ -33,8 +33,11 @@
  *             *not transparent*: a kernel write into a protected page, e.g.
  *             read(2) into the buffer, fails with EFAULT instead of faulting.
  *             Only choose it for memory written by CPU stores alone.
- *  - compare: a snapshot of the last collected state; reports exact byte
- *             runs.  Sees writes from any source.
+ *  - compare: a snapshot of the last collected state; reports what
+ *             differs from it: exact byte runs with BYTE_EXACT, otherwise
+ *             the aligned 64-byte chunks that hold a changed byte (each
+ *             range costs an upload call, and exact boundaries a branch
+ *             per byte).  Sees writes from any source.
  *  - full:    reports the whole region every time.
  *
  * COHMAP_REGION_BYTE_EXACT adds a snapshot to any method and narrows the

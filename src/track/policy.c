@@ -61,8 +61,21 @@
  * below a pass over the region) and compare or full below (ties go to
  * compare: it observes).
  *
- * Probes.  full without a snapshot reports everything and so observes
- * nothing.  A region on it probes: it moves to the other method that is
+ * Two refinements.  compare is preferred to full where it costs at most
+ * the margin more: it uploads only what changed (a real link costs more
+ * per byte than the model's memcpy) and it observes exactly.  And only a
+ * trapping method (scan, fault) is left urgently: full and compare cost a
+ * bounded pass or two, so leaving them waits for confirmation and dwell.
+ *
+ * Samples.  full without a snapshot reports everything and so observes
+ * nothing by itself.  An adaptive region on full keeps copies of one page
+ * in 16 (16 to 1024 pages, region.c) and counts at each collect which of
+ * them changed: an unbiased, if coarse, estimate of the dirty pages for a
+ * few percent of full's cost.  Its noise at low densities is why the
+ * decision rules above keep hysteresis on full and compare.
+ *
+ * Probes.  A region on full without samples (no memory for them) probes
+ * instead: it moves to the other method that is
  * cheapest to arm and run at the stale estimate (compare, when that says
  * dense), whose first observation replaces the estimate and is acted on
  * at once.  It probes after probe_interval collects, and not before the
@@ -149,8 +162,10 @@
  * ski-rental rule: once staying has cost as much as switching, switch),
  * must reach the arm's cost.  So a cheap switch happens at once and an
  * expensive one (a snapshot to fill) once the region has shown it will
- * stay where it is. */
-#define POLICY_PAYBACK_COLLECTS 4
+ * stay where it is.  16 collects (a quarter second at 60 submissions a
+ * second): with 4, a 4 MiB region on scan that turned 1 % dense waited
+ * 20-50 collects to pay for populating compare's snapshot on this VM. */
+#define POLICY_PAYBACK_COLLECTS 16
 
 /* A method predicted to cost this many times the best is left at the first
  * decision, without confirmation or dwell: one more period there (a dense
@@ -163,6 +178,9 @@
 /* Weight of the newest observation in the dirty estimate: half, so the
  * estimate follows a phase change within two or three collects. */
 #define POLICY_EWMA_WEIGHT 0.5
+/* ... and when it falls: 1024 dirty pages fall to below 4 in four
+ * collects. */
+#define POLICY_EWMA_WEIGHT_DOWN 0.75
 
 /* Collects on full (which observes nothing) before a probe, doubled after
  * each probe that finds the region still dense: a probe into compare with
@@ -271,6 +289,21 @@ cheapest(const double cost[COHMAP_METHOD_COUNT], uint32_t allowed,
    return best;
 }
 
+/* compare over full where it costs at most the margin more: it uploads
+ * only what changed (a link to a real device costs more per byte than the
+ * memcpy the model counts) and it observes, where full can only sample. */
+static enum cohmap_method
+prefer_compare(const struct cohmap_policy_config *cfg,
+               const struct cohmap_policy_input *in,
+               const double cost[COHMAP_METHOD_COUNT], enum cohmap_method best)
+{
+   if (best != COHMAP_METHOD_FULL ||
+       !(in->allowed & COHMAP_METHOD_BIT(COHMAP_METHOD_COMPARE)))
+      return best;
+   double limit = cost[COHMAP_METHOD_FULL] * (100.0 + cfg->margin_pct) / 100.0;
+   return cost[COHMAP_METHOD_COMPARE] <= limit ? COHMAP_METHOD_COMPARE : best;
+}
+
 enum cohmap_method
 cohmap_policy_best(const struct cohmap_policy_config *cfg,
                    const struct cohmap_policy_input *in, double dirty_pages,
@@ -281,7 +314,8 @@ cohmap_policy_best(const struct cohmap_policy_config *cfg,
    cohmap_policy_predict(&cfg->model, in->size, in->page_size, in->snapshot,
                          dirty_pages, dirty_bytes, cost);
    enum cohmap_method m = cheapest(cost, in->allowed, 0);
-   return m == COHMAP_METHOD_AUTO ? COHMAP_METHOD_FULL : m;
+   return m == COHMAP_METHOD_AUTO ? COHMAP_METHOD_FULL
+                                  : prefer_compare(cfg, in, cost, m);
 }
 
 enum cohmap_method
@@ -354,6 +388,7 @@ cohmap_policy_decide(struct cohmap_policy_state *ps,
    enum cohmap_method best = cheapest(out->cost, in->allowed, 0);
    if (best == COHMAP_METHOD_AUTO)
       return;
+   best = prefer_compare(cfg, in, out->cost, best);
 
    /* A method the policy may not use (the region was put back under the
     * policy while on fault): leave it now. */
@@ -362,7 +397,7 @@ cohmap_policy_decide(struct cohmap_policy_state *ps,
       return;
    }
 
-   if (cur == COHMAP_METHOD_FULL && !in->snapshot) {
+   if (cur == COHMAP_METHOD_FULL && !in->snapshot && !in->sampled) {
       if (ps->blind < ps->probe_interval)
          return;
       /* The cheapest way to measure: arm plus a collect at the (stale)
@@ -425,7 +460,12 @@ cohmap_policy_decide(struct cohmap_policy_state *ps,
    if (ps->streak < UINT32_MAX)
       ps->streak++;
    ps->regret += saving;
-   bool urgent = out->cost[cur] >= POLICY_URGENT_RATIO * out->cost[best];
+   /* Only a trapping method's cost grows without bound with the stores;
+    * full and compare cost a pass or two however dense the region, so
+    * leaving them is never urgent (on a noisy estimate it would flap). */
+   bool traps = cur == COHMAP_METHOD_SCAN || cur == COHMAP_METHOD_FAULT;
+   bool urgent =
+      traps && out->cost[cur] >= POLICY_URGENT_RATIO * out->cost[best];
    if (!urgent &&
        (ps->streak < cfg->confirm || ps->since_switch < cfg->dwell))
       return;
@@ -463,7 +503,12 @@ cohmap_policy_observe(struct cohmap_policy_state *ps, bool whole, bool blind,
       ps->dirty_pages = dirty_pages;
       ps->have_estimate = true;
    } else {
-      ps->dirty_pages += POLICY_EWMA_WEIGHT * (dirty_pages - ps->dirty_pages);
+      /* Down faster than up: a region that went idle on compare or full
+       * pays a pass over itself per collect until it moves, one that
+       * turned dense on scan shows it at once (the urgent ratio). */
+      double w = dirty_pages < ps->dirty_pages ? POLICY_EWMA_WEIGHT_DOWN
+                                               : POLICY_EWMA_WEIGHT;
+      ps->dirty_pages += w * (dirty_pages - ps->dirty_pages);
    }
    if (bytes_valid && dirty_pages > 0) {
       double ratio = dirty_bytes / dirty_pages;

@@ -194,6 +194,10 @@ snapshot_destroy(struct cohmap_region *r)
    r->snapshot = NULL;
 }
 
+/* Adaptive regions up to this size keep a dropped snapshot's pages
+ * (cohmap_region_collect()). */
+#define SPARE_KEEP_BYTES ((size_t)16 << 20)
+
 static void
 spare_destroy(struct cohmap_region *r)
 {
@@ -203,29 +207,95 @@ spare_destroy(struct cohmap_region *r)
 }
 
 /*
+ * Regions that are not BYTE_EXACT report changed bytes by aligned
+ * REFINE_CHUNK-byte chunks.  Random data equals its old value in one byte
+ * of 256, so an exact diff of a rewritten megabyte is ~4000 ranges, each
+ * an upload call for the winsys, and finding exact run boundaries costs a
+ * branch per byte: compare cost 25 times full's upload of the whole
+ * megabyte that way (cohmap bench, sequential 1 MiB 100 %).  A chunk's
+ * unchanged bytes equal the snapshot, so uploading them is harmless where
+ * the device cannot have changed them; only BYTE_EXACT regions (whose
+ * device may hold GPU writes) need exact runs.
+ */
+#define REFINE_CHUNK 64
+
+/* Whether the REFINE_CHUNK bytes at a and b are equal: word XORs or-ed
+ * together, no branch per word (vectorized by the compiler). */
+static bool
+chunk_equal(const uint8_t *a, const uint8_t *b)
+{
+   uint64_t acc = 0;
+
+   for (size_t k = 0; k < REFINE_CHUNK; k += 8) {
+      uint64_t x, y;
+      memcpy(&x, a + k, 8);
+      memcpy(&y, b + k, 8);
+      acc |= x ^ y;
+   }
+   return acc == 0;
+}
+
+/* Copies [start, end) into the snapshot and appends it to out. */
+static int
+close_run(struct cohmap_region *r, size_t start, size_t end,
+          struct cohmap_ranges *out)
+{
+   memcpy(r->snapshot + start, r->ptr + start, end - start);
+   return cohmap_ranges_add(out, start, end - start);
+}
+
+/*
  * Diffs [off, off + len) of memory against the snapshot, copies each
- * differing byte run into the snapshot and appends it to out.  Runs are
- * exact: a byte equal to the snapshot is never reported, which is what
- * lets a three-way merge keep bytes the device wrote next to bytes the CPU
- * wrote.
+ * differing run into the snapshot and appends it to out.  In a BYTE_EXACT
+ * region runs are exact: a byte equal to the snapshot is never reported,
+ * which is what lets a three-way merge keep bytes the device wrote next to
+ * bytes the CPU wrote.  Elsewhere runs are whole REFINE_CHUNK chunks
+ * (aligned to the region's start).
  */
 static int
 refine_range(struct cohmap_region *r, size_t off, size_t len,
              struct cohmap_ranges *out)
 {
    /* Skip equal data a block at a time with memcmp (vectorized in libc);
-    * find exact run boundaries with 64-bit XOR inside differing blocks. */
+    * find run boundaries inside differing blocks. */
    enum { BLOCK = 256 };
    const uint8_t *mem = r->ptr, *snap = r->snapshot;
+   bool exact = r->flags & COHMAP_REGION_BYTE_EXACT;
    size_t end = off + len;
    size_t run_start = 0;
    bool in_run = false;
    int ret;
 
+   if (!exact) {
+      /* Whole chunks: widen to chunk boundaries inside the region. */
+      size_t chunk_end = (end + REFINE_CHUNK - 1) / REFINE_CHUNK * REFINE_CHUNK;
+      off = off / REFINE_CHUNK * REFINE_CHUNK;
+      end = chunk_end < r->size ? chunk_end : r->size;
+   }
+
    for (size_t blk = off; blk < end; blk += BLOCK) {
       size_t blen = end - blk < BLOCK ? end - blk : BLOCK;
       if (!in_run && memcmp(mem + blk, snap + blk, blen) == 0)
          continue;
+
+      if (!exact) {
+         for (size_t c = blk; c < blk + blen; c += REFINE_CHUNK) {
+            size_t n = blk + blen - c;
+            bool equal = n >= REFINE_CHUNK
+                            ? chunk_equal(mem + c, snap + c)
+                            : memcmp(mem + c, snap + c, n) == 0;
+            if (!equal && !in_run) {
+               run_start = c;
+               in_run = true;
+            } else if (equal && in_run) {
+               ret = close_run(r, run_start, c, out);
+               if (ret)
+                  return ret;
+               in_run = false;
+            }
+         }
+         continue;
+      }
 
       for (size_t i = blk; i < blk + blen;) {
          if (i % 8 == 0 && i + 8 <= blk + blen) {
@@ -237,7 +307,10 @@ refine_range(struct cohmap_region *r, size_t off, size_t len,
                i += 8;
                continue;
             }
-            if (x == ~0ull && in_run) {
+            /* Inside a run, skip words whose eight bytes all differ (no
+             * zero byte in x: the classic has-zero-byte test). */
+            const uint64_t ones = 0x0101010101010101ull;
+            if (in_run && ((x - ones) & ~x & (ones << 7)) == 0) {
                i += 8;
                continue;
             }
@@ -247,8 +320,7 @@ refine_range(struct cohmap_region *r, size_t off, size_t len,
             run_start = i;
             in_run = true;
          } else if (!differs && in_run) {
-            memcpy(r->snapshot + run_start, mem + run_start, i - run_start);
-            ret = cohmap_ranges_add(out, run_start, i - run_start);
+            ret = close_run(r, run_start, i, out);
             if (ret)
                return ret;
             in_run = false;
@@ -256,12 +328,8 @@ refine_range(struct cohmap_region *r, size_t off, size_t len,
          i++;
       }
    }
-   if (in_run) {
-      memcpy(r->snapshot + run_start, mem + run_start, end - run_start);
-      ret = cohmap_ranges_add(out, run_start, end - run_start);
-      if (ret)
-         return ret;
-   }
+   if (in_run)
+      return close_run(r, run_start, end, out);
    return 0;
 }
 
@@ -398,6 +466,7 @@ policy_input(const struct cohmap_region *r, struct cohmap_policy_input *in)
    in->page_size = r->ctx->page_size;
    in->snapshot = r->flags & COHMAP_REGION_BYTE_EXACT;
    in->spare = r->spare != NULL;
+   in->sampled = r->sample != NULL;
    in->current = r->ops ? r->ops->method : COHMAP_METHOD_AUTO;
    in->allowed = policy_allowed(r);
 }
@@ -475,6 +544,70 @@ distinct_pages(const struct cohmap_ranges *v, size_t page_size)
    return pages;
 }
 
+/* Sampled pages: one in SAMPLE_DIVISOR, at least SAMPLE_MIN (or every
+ * page of a smaller region), at most SAMPLE_MAX.  Comparing and copying
+ * one page in 16 costs about 6 % of full's upload of the region; 1024
+ * pages (4 MiB) bound it for huge regions, where 1024 samples still tell
+ * a region dirty at the scan/full crossover (about 2-3 % of 256 MiB
+ * here) from an idle one. */
+#define SAMPLE_DIVISOR 16
+#define SAMPLE_MIN     16
+#define SAMPLE_MAX     1024
+
+static bool
+wants_sample(const struct cohmap_region *r)
+{
+   return r->policy.adaptive && r->ops == &cohmap_track_full_ops &&
+          !r->snapshot;
+}
+
+static void
+sample_destroy(struct cohmap_region *r)
+{
+   free(r->sample);
+   r->sample = NULL;
+   r->sample_pages = 0;
+}
+
+/* Copies the sampled pages of r; false without memory (the policy then
+ * probes instead). */
+static bool
+sample_create(struct cohmap_region *r)
+{
+   size_t n = r->npages, ps = r->ctx->page_size;
+   size_t k = n / SAMPLE_DIVISOR;
+
+   if (k < SAMPLE_MIN)
+      k = n < SAMPLE_MIN ? n : SAMPLE_MIN;
+   if (k > SAMPLE_MAX)
+      k = SAMPLE_MAX;
+   r->sample = malloc(k * ps);
+   if (!r->sample)
+      return false;
+   r->sample_pages = k;
+   r->sample_stride = n / k;
+   for (size_t i = 0; i < k; i++)
+      memcpy(r->sample + i * ps, r->ptr + i * r->sample_stride * ps, ps);
+   return true;
+}
+
+/* Sampled pages that changed since the last count, refreshing them. */
+static size_t
+sample_count_changed(struct cohmap_region *r)
+{
+   size_t ps = r->ctx->page_size, changed = 0;
+
+   for (size_t i = 0; i < r->sample_pages; i++) {
+      uint8_t *copy = r->sample + i * ps;
+      const uint8_t *page = r->ptr + i * r->sample_stride * ps;
+      if (memcmp(copy, page, ps) != 0) {
+         memcpy(copy, page, ps);
+         changed++;
+      }
+   }
+   return changed;
+}
+
 /* After a collect of r: what it tells the policy.  whole: the result is
  * the whole region for a reason other than stores (INITIAL_DIRTY, lost
  * tracking, an engine giving up). */
@@ -489,9 +622,16 @@ policy_after_collect(struct cohmap_region *r, bool whole, size_t bytes)
    }
    bool blind = r->ops == &cohmap_track_full_ops && !r->snapshot;
    bool paged = r->ops->features & COHMAP_TRACK_PAGE_GRANULAR;
-   size_t pages = 0;
+   double pages = 0;
    bool own = false;
-   if (blind || whole) {
+   if (blind && r->sample) {
+      /* The samples say how much of the region this period's stores
+       * changed. */
+      pages = (double)sample_count_changed(r) * (double)r->npages /
+              (double)r->sample_pages;
+      blind = false;
+      own = true;
+   } else if (blind || whole) {
       /* Nothing to count. */
    } else if (paged && !r->snapshot) {
       /* The engine's own pages: exactly this period's stores, even when
@@ -510,8 +650,17 @@ policy_after_collect(struct cohmap_region *r, bool whole, size_t bytes)
       }
    }
    cohmap_policy_observe(ps, whole, blind, r->snapshot != NULL, own,
-                         (double)pages, (double)bytes);
+                         pages, (double)bytes);
    policy_decide(r);
+
+   /* Samples start (as of now) when the region is on full, and go when it
+    * leaves. */
+   if (wants_sample(r)) {
+      if (!r->sample)
+         sample_create(r);
+   } else if (r->sample) {
+      sample_destroy(r);
+   }
 }
 
 /* Attaches the policy's first choice for a new adaptive region, trying
@@ -772,6 +921,7 @@ cohmap_region_destroy(struct cohmap_region *r)
    }
    snapshot_destroy(r);
    spare_destroy(r);
+   sample_destroy(r);
    if (r->owned)
       munmap(r->ptr, r->size);
    cohmap_ranges_fini(&r->carry);
@@ -856,6 +1006,7 @@ cohmap_region_set_method(struct cohmap_region *r, enum cohmap_method method)
    if (ret == 0) {
       r->policy.adaptive = false;
       spare_destroy(r);
+      sample_destroy(r);
    }
    r->stats.tracking_ns += cohmap_now_ns() - t0;
    pthread_mutex_unlock(&r->lock);
@@ -949,8 +1100,16 @@ cohmap_region_collect(struct cohmap_region *r, uint32_t flags,
       goto out;
    }
 
-   /* The previous result, which the spare may have backed, is gone. */
-   if (r->spare && r->ops != &cohmap_track_full_ops)
+   /* The previous result, which the spare may have backed, is gone.  An
+    * adaptive region keeps the pages while on full (its probes go to
+    * compare), and up to SPARE_KEEP_BYTES whatever its method: then a
+    * switch back to compare copies into present pages instead of
+    * populating new ones, which on a VM costs 2-8 µs a page (0.5-2 ms per
+    * MiB against 20-40 µs for the copy), and the policy may follow a
+    * region between scan and compare at the price of the copy.  Larger
+    * regions give the memory back. */
+   if (r->spare && r->ops != &cohmap_track_full_ops &&
+       !(r->policy.adaptive && r->size <= SPARE_KEEP_BYTES))
       spare_destroy(r);
 
    cohmap_ranges_clear(&r->pages);

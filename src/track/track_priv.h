@@ -138,6 +138,8 @@ struct cohmap_policy_input {
    bool snapshot;
    /* A populated buffer is at hand for a new snapshot. */
    bool spare;
+   /* On full without a snapshot, but observing through page samples. */
+   bool sampled;
    enum cohmap_method current;
    uint32_t allowed; /* bit per method it may use */
 };
@@ -273,6 +275,12 @@ struct cohmap_region {
     * (contents meaningless), so that a probe into compare does not
     * populate a new one: on a VM that costs ten times the copy. */
    uint8_t *spare;
+   /* An adaptive region on full without a snapshot keeps copies of every
+    * sample_stride-th page here (sample_pages of them) and counts which
+    * changed at each collect: a dirty estimate for a few percent of
+    * full's cost, so it need not probe other methods blindly. */
+   uint8_t *sample;
+   size_t sample_pages, sample_stride;
 
    /* Ranges collected from a previous method by set_method(): reported
     * whole (not refined) by the next collect. */

@@ -531,6 +531,25 @@ tu_model_random_write(struct tu_model *m, struct tu_rng *rng)
    }
 }
 
+size_t
+tu_chunk_runs(struct cohmap_range *v, size_t n, size_t chunk, size_t size)
+{
+   size_t out = 0;
+
+   for (size_t i = 0; i < n && chunk; i++) {
+      size_t start = v[i].offset / chunk * chunk;
+      size_t end = (v[i].offset + v[i].length + chunk - 1) / chunk * chunk;
+      if (end > size)
+         end = size;
+      if (out && v[out - 1].offset + v[out - 1].length >= start) {
+         v[out - 1].length = end - v[out - 1].offset;
+         continue;
+      }
+      v[out++] = (struct cohmap_range){start, end - start};
+   }
+   return chunk ? out : n;
+}
+
 struct tu_expect
 tu_expect_for(enum cohmap_method m, uint32_t region_flags,
               size_t fault_widen_pages, bool thp)
@@ -539,6 +558,9 @@ tu_expect_for(enum cohmap_method m, uint32_t region_flags,
    /* BYTE_EXACT narrows any method, full included, to the changed bytes. */
    if (tu_reports_exact(m, region_flags)) {
       e.kind = TU_EXPECT_EXACT;
+      /* src/track/region.c, REFINE_CHUNK. */
+      if (!(region_flags & COHMAP_REGION_BYTE_EXACT))
+         e.chunk = 64;
    } else if (m == COHMAP_METHOD_FULL) {
       e.kind = TU_EXPECT_WHOLE;
    } else {
@@ -726,6 +748,7 @@ tu_model_collected(struct tu_model *m, const struct cohmap_dirty *d,
 
    switch (e->kind) {
    case TU_EXPECT_EXACT:
+      nchanged = tu_chunk_runs(m->scratch, nchanged, e->chunk, m->size);
       if (!tu_dirty_equals(d, m->scratch, nchanged, what))
          return false;
       break;

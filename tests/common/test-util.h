@@ -193,7 +193,16 @@ struct tu_expect {
     * shares an aligned block of this size with a written page (THP); 0
     * allows nothing. */
    size_t block_size;
+   /* TU_EXPECT_EXACT: changes are reported as the aligned chunks of
+    * this size that hold them (compare without BYTE_EXACT); 0: exact. */
+   size_t chunk;
 };
+
+/* Rounds ascending runs out to aligned chunks (clamped to size) and joins
+ * the ones that then touch, in place; returns the new count.  What
+ * compare reports on a region that is not BYTE_EXACT. */
+size_t tu_chunk_runs(struct cohmap_range *v, size_t n, size_t chunk,
+                     size_t size);
 
 /* The strict expectation for a method on a region without THP. */
 struct tu_expect tu_expect_for(enum cohmap_method m, uint32_t region_flags,

@@ -10,7 +10,8 @@
  *  - scan, compare and full report them (also process_vm_writev(2) and
  *    writes through /proc/self/mem, the debugger's way), into pages never touched before
  *    (unpopulated) and into pages already written and re-armed; scan
- *    reports exactly the pages written, compare exactly the bytes.
+ *    reports exactly the pages written, compare exactly the 64-byte chunks
+ *    holding the bytes.
  *  - fault is documented as not transparent: read(2) into a write-protected
  *    page fails with EFAULT (or returns a short count) and the process
  *    survives; once the CPU has written the page, read(2) into it works and
@@ -114,6 +115,10 @@ check_exact(enum cohmap_method method, const struct cohmap_dirty *d,
    } else if (method == COHMAP_METHOD_FULL) {
       lo = 0;
       hi = NPAGES * ps;
+   } else {
+      /* compare without BYTE_EXACT: the aligned 64-byte chunks. */
+      lo = off / 64 * 64;
+      hi = (off + len + 63) / 64 * 64;
    }
    if (!(d->count == 1 && d->ranges[0].offset == lo &&
          d->ranges[0].length == hi - lo)) {

@@ -95,8 +95,10 @@ one_write(struct cohmap_region *r, size_t block_base_off, size_t off,
          "%s: %s reported bytes outside the 2 MiB block [%#zx, %#zx) of a "
          "single write", what, robust_method_str(m), lo, hi);
    if (exact) {
-      size_t want_off = m == COHMAP_METHOD_COMPARE ? off : off / ps * ps;
-      size_t want_len = m == COHMAP_METHOD_COMPARE ? 1 : ps;
+      /* compare (not BYTE_EXACT): the aligned 64-byte chunk. */
+      size_t grain = m == COHMAP_METHOD_COMPARE ? 64 : ps;
+      size_t want_off = off / grain * grain;
+      size_t want_len = grain;
       CHECK(d.count == 1 && d.ranges[0].offset == want_off &&
                d.ranges[0].length == want_len,
             "%s: expected exactly [%#zx,+%#zx)", what, want_off, want_len);

@@ -231,8 +231,9 @@ test_destroy_busy(void **state)
    ((volatile uint8_t *)cohmap_region_ptr(region))[0] = 1;
    struct cohmap_dirty d;
    assert_int_equal(cohmap_region_collect(region, 0, &d), 0);
+   /* compare without BYTE_EXACT reports the 64-byte chunk. */
    assert_int_equal(d.count, 1);
-   assert_int_equal(d.bytes, 1);
+   assert_int_equal(d.bytes, 64);
 
    assert_int_equal(cohmap_region_destroy(region), 0);
    assert_int_equal(cohmap_context_destroy(ctx), 0);

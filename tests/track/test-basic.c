@@ -174,6 +174,7 @@ collect_expect(struct fixture *f, const char *step,
       if (nchanged)
          memcpy(want, changed, nchanged * sizeof(*want));
       n = normalize(want, nchanged);
+      n = tu_chunk_runs(want, n, f->expect.chunk, f->size);
       break;
    default:
       for (size_t i = 0; i < nchanged + nwritten; i++) {

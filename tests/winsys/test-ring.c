@@ -180,10 +180,16 @@ upload_bound(const struct ring *r, size_t offset, size_t size, bool clamp)
    uintptr_t lo = round_down(base + offset, r->page);
    uintptr_t hi = round_up(base + offset + size, r->page);
 
-   if (c->v->gpu_write || c->method == COHMAP_METHOD_COMPARE)
+   if (c->v->gpu_write)
       return size;
 
    switch (c->method) {
+   case COHMAP_METHOD_COMPARE:
+      /* The aligned 64-byte chunks holding the bytes (a BO in a slab
+       * starts on a slot boundary, a multiple of 64 bytes). */
+      lo = round_down(base + offset, 64);
+      hi = round_up(base + offset + size, 64);
+      break;
    case COHMAP_METHOD_SCAN:
       lo -= r->page;
       hi += r->page;
