@@ -100,6 +100,11 @@ extern char **environ;
 #define POOL_SIZE (2 * POOL_SPAN)
 
 /* The phase-changing workload. */
+/* Adaptive methods' warm-up: until this many submissions on one method,
+ * at most WARMUP_MAX (run_cell()). */
+#define WARMUP_SETTLED 3
+#define WARMUP_MAX     32
+
 #define PHASE_PARTS   4
 #define PHASE_SUBMITS 50
 
@@ -810,17 +815,25 @@ run_cell(struct bench *b, enum bench_method m, struct cohmap_bo *bo,
    int ret = times_reserve(b, r->max_submits);
 
    /* Long enough for an adaptive method to follow the change from the
-    * previous fraction before the clock starts.  A fixed method is in its
-    * steady state after one submission of the new pattern; more would
-    * only cost seconds per cell at 256 MiB. */
-   unsigned warmup = d->device_method == COHMAP_METHOD_AUTO && !d->app_flushes
-                        ? r->warmup
-                        : 1;
-   for (unsigned i = 0; i < warmup && ret == 0; i++) {
+    * previous fraction before the clock starts: the cells measure where
+    * the policy settles (how fast it gets there is what `phase`
+    * measures), so its warm-up goes on while it still switches, until
+    * WARMUP_SETTLED submissions on one method or WARMUP_MAX in all.  A
+    * fixed method is in its steady state after one submission of the new
+    * pattern; more would only cost seconds per cell at 256 MiB. */
+   bool adaptive = d->device_method == COHMAP_METHOD_AUTO && !d->app_flushes;
+   unsigned warmup = adaptive ? r->warmup : 1, since_change = 0;
+   enum cohmap_method was = cohmap_bo_method(bo);
+   for (unsigned i = 0; ret == 0 && i < WARMUP_MAX; i++) {
+      if (i >= warmup && (!adaptive || since_change >= WARMUP_SETTLED))
+         break;
       make_plan(b, &w, &p);
       ret = iterate(b, &b->ms[m], d, bo, map, &p, &ns);
       if (ret == 0)
          ret = check_result(&b->ms[m], map, p.check_offset, CHECK_SIZE);
+      enum cohmap_method now = cohmap_bo_method(bo);
+      since_change = now == was ? since_change + 1 : 0;
+      was = now;
    }
 
    uint64_t total = 0, up0 = bo_uploaded(bo);
@@ -1592,54 +1605,64 @@ bo_stale(enum bench_method m, struct cohmap_bo *bo)
 }
 
 /*
- * The fractions of one (size, pattern, method), in ascending order, on
- * one BO: populating a fresh 256 MiB BO costs seconds on this VM (first
- * touch on both sides), more than measuring most cells, and would be paid
- * 25 times per size and method.  The warm-ups at each fraction absorb the
- * change from the previous one.  The BO is freed before the next method.
+ * The fractions of one (size, pattern), in ascending order, each measured
+ * with every method back to back: the machine is shared and its load
+ * drifts over seconds, so methods compared in one cell are measured within
+ * a few hundred milliseconds of each other, not minutes apart.  Each method
+ * keeps one BO over the fractions: populating a fresh 256 MiB BO costs
+ * seconds on this VM (first touch on both sides), more than measuring most
+ * cells, and would be paid 25 times per size and method.  The warm-ups at
+ * each fraction absorb the change from the previous one.  The BOs are
+ * freed before the next pattern.
  */
 static void
 bench_fractions(struct bench *b, size_t si, enum bench_pattern p,
-                enum bench_method m, bool skip_zero)
+                bool skip_zero)
 {
    size_t size = b->o.sizes[si];
-   struct cohmap_bo *bo = NULL;
+   struct cohmap_bo *bos[BENCH_METHOD_COUNT] = {0};
    char fl[32];
 
    for (size_t fi = 0; fi < b->o.nfractions; fi++) {
       double f = b->o.fractions[fi];
-      struct cell *c = cell_at(b, si, p, fi, m);
       if (f <= 0 && skip_zero)
          continue;
+      for (int m = 0; m < BENCH_METHOD_COUNT; m++) {
+         if (!b->ms[m].on)
+            continue;
+         struct cell *c = cell_at(b, si, p, fi, m);
+         struct cohmap_bo **bo = &bos[m];
 
-      progress_begin(b, f <= 0 ? "(every pattern)" : pattern_names[p], size,
-                     fraction_label(f, fl, sizeof(fl)), m);
-      int ret = 0;
-      if (bo && bo_stale(m, bo)) {
-         cohmap_bo_destroy(bo);
-         bo = NULL;
-      }
-      if (!bo) {
-         uint64_t rng = SEED ^ size;
-         ret = cell_setup(b, m, size, &rng, &bo);
-      }
-      if (ret == 0)
-         ret = run_cell(b, m, bo, size, p, f, c);
-      if (ret) {
-         /* A later fraction starts from a clean BO. */
-         cohmap_bo_destroy(bo);
-         bo = NULL;
-      }
-      record(b, c, ret);
+         progress_begin(b, f <= 0 ? "(every pattern)" : pattern_names[p],
+                        size, fraction_label(f, fl, sizeof(fl)), m);
+         int ret = 0;
+         if (*bo && bo_stale(m, *bo)) {
+            cohmap_bo_destroy(*bo);
+            *bo = NULL;
+         }
+         if (!*bo) {
+            uint64_t rng = SEED ^ size;
+            ret = cell_setup(b, m, size, &rng, bo);
+         }
+         if (ret == 0)
+            ret = run_cell(b, m, *bo, size, p, f, c);
+         if (ret) {
+            /* A later fraction starts from a clean BO. */
+            cohmap_bo_destroy(*bo);
+            *bo = NULL;
+         }
+         record(b, c, ret);
 
-      /* No writes is the same workload for every pattern. */
-      for (int q = p + 1; f <= 0 && q < PAT_PHASE; q++) {
-         struct cell *copy = cell_at(b, si, q, fi, m);
-         *copy = *c;
-         copy->shared = true;
+         /* No writes is the same workload for every pattern. */
+         for (int q = p + 1; f <= 0 && q < PAT_PHASE; q++) {
+            struct cell *copy = cell_at(b, si, q, fi, m);
+            *copy = *c;
+            copy->shared = true;
+         }
       }
    }
-   cohmap_bo_destroy(bo);
+   for (int m = 0; m < BENCH_METHOD_COUNT; m++)
+      cohmap_bo_destroy(bos[m]);
 }
 
 static void
@@ -1658,10 +1681,7 @@ bench_size(struct bench *b, size_t si)
    for (int p = 0; p < PAT_PHASE; p++) {
       if (!b->o.pattern_on[p])
          continue;
-      for (int m = 0; m < BENCH_METHOD_COUNT; m++) {
-         if (b->ms[m].on)
-            bench_fractions(b, si, p, m, zero_done);
-      }
+      bench_fractions(b, si, p, zero_done);
       zero_done = true;
       print_group(b, si, p);
       csv_group(b, si, p);
