@@ -1788,12 +1788,14 @@ print_header(struct bench *b)
    printf("# cohmap bench\n\n");
    printf("Time per submission = CPU stores + submit + fence wait, on the "
           "sim device;\nmedian over the timed submissions of a cell: at "
-          "least %u and until %s of\nthem, at most %u, after %u warm-up "
-          "submissions for auto and auto-fault, 1\nfor the others; one BO "
-          "per (size, pattern, method), fractions in ascending\norder, its "
-          "first upload untimed.\n\n",
+          "least %u and until %s of\nthem, at most %u, after at least %u "
+          "warm-up submissions for auto and auto-fault\n(until the policy "
+          "keeps a method for %u, at most %u), 1 for the others; one BO\n"
+          "per (size, pattern, method), fractions in ascending order, "
+          "methods back to back\nat each fraction, the first upload "
+          "untimed.\n\n",
           r->min_submits, fmt_ns((double)r->budget_ns, buf, sizeof(buf)),
-          r->max_submits, r->warmup);
+          r->max_submits, r->warmup, WARMUP_SETTLED, WARMUP_MAX);
    if (uname(&u) == 0)
       printf("kernel %s %s, page size %zu, %ld CPUs online\n", u.release,
              u.machine, b->page_size, sysconf(_SC_NPROCESSORS_ONLN));
@@ -1904,9 +1906,11 @@ usage(FILE *f)
       "  -h, --help        this help\n"
       "\n"
       "Default repetitions: at least %u timed submissions and up to %.0f ms\n"
-      "per cell (%u at most), after %u warm-ups for auto and auto-fault, 1\n"
-      "for the others.  One BO per (size, pattern, method) serves its\n"
-      "fractions in ascending order.  The process is pinned to one CPU.\n"
+      "per cell (%u at most), after at least %u warm-ups for auto and\n"
+      "auto-fault (until the policy settles), 1 for the others.  One BO per\n"
+      "(size, pattern, method) serves its fractions in ascending order; at\n"
+      "each fraction the methods run back to back.  The process is pinned\n"
+      "to one CPU.\n"
       "Progress goes to stderr, tables (Markdown) and a summary of\n"
       "auto/best-fixed and auto/ideal to stdout.  Exit status: 0; 1 if a\n"
       "cell failed (library error or wrong device result) or gnuplot is\n"
