@@ -268,12 +268,27 @@ world_scribble(struct world *w)
    }
 }
 
+/* Filler BOs listed (READ) at the start of every submission of
+ * test_buffer_list's second pass: past 16 entries the winsys looks the
+ * list up through a hash index, and every check must hold there too. */
+#define NPAD 40
+static struct cohmap_bo *pad_bos[NPAD];
+static unsigned npad;
+
+static void
+begin_padded(struct world *w, struct cohmap_submit **s)
+{
+   CHECK_OK(cohmap_submit_begin(w->dev, s));
+   for (unsigned i = 0; i < npad; i++)
+      CHECK_OK(cohmap_submit_add_bo(*s, pad_bos[i], COHMAP_ACCESS_READ));
+}
+
 /* A submission listing every BO with all the access it may have. */
 static struct cohmap_submit *
 world_begin(struct world *w)
 {
    struct cohmap_submit *s = NULL;
-   CHECK_OK(cohmap_submit_begin(w->dev, &s));
+   begin_padded(w, &s);
    for (int i = 0; i < NBOS; i++) {
       uint32_t access = COHMAP_ACCESS_READ;
       if (world_bos[i].flags & COHMAP_BO_GPU_WRITE)
@@ -394,11 +409,9 @@ world_fini(struct world *w)
 }
 
 static void
-test_buffer_list(void **state)
+buffer_list_checks(struct world *wp)
 {
-   const struct variant *v = *state;
-   struct world w;
-   world_init(&w, v);
+   struct world w = *wp;
    struct cohmap_submit *s;
    static const uint8_t data[16] = {1, 2, 3, 4, 5, 6, 7, 8, 9};
 
@@ -408,7 +421,7 @@ test_buffer_list(void **state)
 
    /* Written BO not in the list at all. */
    world_scribble(&w);
-   CHECK_OK(cohmap_submit_begin(w.dev, &s));
+   begin_padded(&w, &s);
    CHECK_OK(cohmap_submit_add_bo(s, w.bo[COH],
                                  COHMAP_ACCESS_READ | COHMAP_ACCESS_WRITE));
    CHECK_OK(cohmap_submit_add_bo(s, w.bo[SLAB], COHMAP_ACCESS_READ));
@@ -419,7 +432,7 @@ test_buffer_list(void **state)
 
    /* Read BO not in the list. */
    world_scribble(&w);
-   CHECK_OK(cohmap_submit_begin(w.dev, &s));
+   begin_padded(&w, &s);
    CHECK_OK(cohmap_submit_add_bo(s, w.bo[COH], COHMAP_ACCESS_WRITE));
    CHECK_OK(cohmap_submit_add_bo(s, w.bo[SLAB], COHMAP_ACCESS_READ));
    expect_record(cohmap_cmd_copy(s, w.bo[COH], 0, w.bo[NC], 0, 4096), false,
@@ -428,14 +441,14 @@ test_buffer_list(void **state)
 
    /* Every command type, the unlisted BO on each side. */
    world_scribble(&w);
-   CHECK_OK(cohmap_submit_begin(w.dev, &s));
+   begin_padded(&w, &s);
    CHECK_OK(cohmap_submit_add_bo(s, w.bo[COH], COHMAP_ACCESS_READ));
    expect_record(cohmap_cmd_checksum(s, w.bo[SLAB], 0, w.bo[COH], 0, 64),
                  false, "checksum into an unlisted BO");
    expect_refused(&w, s, "checksum into an unlisted BO");
 
    world_scribble(&w);
-   CHECK_OK(cohmap_submit_begin(w.dev, &s));
+   begin_padded(&w, &s);
    CHECK_OK(cohmap_submit_add_bo(s, w.bo[COH], COHMAP_ACCESS_WRITE));
    expect_record(cohmap_cmd_compute(s, COHMAP_COMPUTE_ADD32, w.bo[COH], 0,
                                     w.bo[SLAB], 0, 64, 1),
@@ -443,7 +456,7 @@ test_buffer_list(void **state)
    expect_refused(&w, s, "compute from an unlisted BO");
 
    world_scribble(&w);
-   CHECK_OK(cohmap_submit_begin(w.dev, &s));
+   begin_padded(&w, &s);
    CHECK_OK(cohmap_submit_add_bo(s, w.bo[COH], COHMAP_ACCESS_READ));
    expect_record(cohmap_cmd_write(s, w.bo[SLAB], 0, data, sizeof(data)),
                  false, "write to an unlisted BO");
@@ -451,7 +464,7 @@ test_buffer_list(void **state)
 
    /* Listed READ but written (the BO has GPU_WRITE). */
    world_scribble(&w);
-   CHECK_OK(cohmap_submit_begin(w.dev, &s));
+   begin_padded(&w, &s);
    CHECK_OK(cohmap_submit_add_bo(s, w.bo[COH], COHMAP_ACCESS_READ));
    CHECK_OK(cohmap_submit_add_bo(s, w.bo[SLAB], COHMAP_ACCESS_READ));
    expect_record(cohmap_cmd_copy(s, w.bo[SLAB], 0, w.bo[COH], 0, 512), false,
@@ -459,7 +472,7 @@ test_buffer_list(void **state)
    expect_refused(&w, s, "copy into a BO listed for reading");
 
    world_scribble(&w);
-   CHECK_OK(cohmap_submit_begin(w.dev, &s));
+   begin_padded(&w, &s);
    CHECK_OK(cohmap_submit_add_bo(s, w.bo[NC], COHMAP_ACCESS_READ));
    expect_record(cohmap_cmd_fill(s, w.bo[NC], 0, 64, 1), false,
                  "fill of a non-coherent BO listed for reading");
@@ -467,7 +480,7 @@ test_buffer_list(void **state)
 
    /* Listed WRITE only but read. */
    world_scribble(&w);
-   CHECK_OK(cohmap_submit_begin(w.dev, &s));
+   begin_padded(&w, &s);
    CHECK_OK(cohmap_submit_add_bo(s, w.bo[COH], COHMAP_ACCESS_WRITE));
    CHECK_OK(cohmap_submit_add_bo(s, w.bo[SLAB], COHMAP_ACCESS_WRITE));
    expect_record(cohmap_cmd_copy(s, w.bo[COH], 0, w.bo[SLAB], 0, 512), false,
@@ -482,7 +495,7 @@ test_buffer_list(void **state)
       snprintf(what, sizeof(what), "fill of %s, created without GPU_WRITE",
                world_bos[b].name);
       world_scribble(&w);
-      CHECK_OK(cohmap_submit_begin(w.dev, &s));
+      begin_padded(&w, &s);
       CHECK_OK(cohmap_submit_add_bo(s, w.bo[COH], COHMAP_ACCESS_READ));
       int rc = cohmap_submit_add_bo(s, w.bo[b],
                                     COHMAP_ACCESS_READ | COHMAP_ACCESS_WRITE);
@@ -497,7 +510,7 @@ test_buffer_list(void **state)
                "GPU_WRITE",
                world_bos[b].name);
       world_scribble(&w);
-      CHECK_OK(cohmap_submit_begin(w.dev, &s));
+      begin_padded(&w, &s);
       CHECK_OK(cohmap_submit_add_bo(s, w.bo[COH], COHMAP_ACCESS_READ));
       rc = cohmap_submit_add_bo(s, w.bo[b], COHMAP_ACCESS_WRITE);
       expect_record(rc, false, what);
@@ -521,7 +534,7 @@ test_buffer_list(void **state)
    /* Adding a BO again ORs the access: READ then WRITE allows a write.
     * (A positive control for the refusals above.) */
    world_scribble(&w);
-   CHECK_OK(cohmap_submit_begin(w.dev, &s));
+   begin_padded(&w, &s);
    CHECK_OK(cohmap_submit_add_bo(s, w.bo[COH], COHMAP_ACCESS_READ));
    CHECK_OK(cohmap_submit_add_bo(s, w.bo[SLAB], COHMAP_ACCESS_READ));
    CHECK_OK(cohmap_submit_add_bo(s, w.bo[SLAB], COHMAP_ACCESS_WRITE));
@@ -535,6 +548,27 @@ test_buffer_list(void **state)
       fail();
 
    world_verify(&w, "after the refusals");
+   *wp = w;
+}
+
+static void
+test_buffer_list(void **state)
+{
+   const struct variant *v = *state;
+   struct world w;
+   world_init(&w, v);
+
+   npad = 0;
+   buffer_list_checks(&w);
+
+   /* Again with NPAD more BOs in every list: the hashed lookup. */
+   for (unsigned i = 0; i < NPAD; i++)
+      CHECK_OK(cohmap_bo_create(w.dev, 64, 0, &pad_bos[i]));
+   npad = NPAD;
+   buffer_list_checks(&w);
+   npad = 0;
+   for (unsigned i = 0; i < NPAD; i++)
+      CHECK_OK(cohmap_bo_destroy(pad_bos[i]));
    world_fini(&w);
 }
 
