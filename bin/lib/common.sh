@@ -17,6 +17,9 @@ REQUIRED_PACKAGES=(
 	libc6-dev
 	python3
 	gnuplot-nox # `cohmap bench --plot`
+	libvulkan-dev           # the Vulkan layer: headers, loader
+	mesa-vulkan-drivers     # lavapipe, the layer tests' driver
+	vulkan-validationlayers # the layer tests run under validation
 )
 
 COHMAP_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd -P)"

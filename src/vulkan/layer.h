@@ -1,0 +1,230 @@
+/*
+ * Copyright © 2026 The cohmap developers
+ * SPDX-License-Identifier: MIT
+ */
+
+/*
+ * VK_LAYER_COHMAP_coherent_memory: private structures shared by the loader
+ * glue (layer.c) and the memory logic (shadow.c).  docs/vulkan.md is the
+ * user-facing description; the theory is in shadow.c's DOC block.
+ */
+
+#ifndef COHMAP_VULKAN_LAYER_H
+#define COHMAP_VULKAN_LAYER_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <vulkan/vk_layer.h>
+#include <vulkan/vulkan.h>
+
+#include "cohmap/cohmap.h"
+#include "vulkan/map.h"
+
+#define CM_LAYER_NAME "VK_LAYER_COHMAP_coherent_memory"
+
+/* COHMAP_MODE. */
+enum cm_mode {
+   CM_MODE_AUTO,
+   CM_MODE_OFF,
+   CM_MODE_SHADOW,
+   CM_MODE_DIRECT,
+   CM_MODE_DEVICE_LOCAL,
+};
+
+/* COHMAP_VK_PRETEND (tests): what the layer believes about the driver's
+ * memory types, so that the paths for drivers lavapipe is not can be
+ * exercised on lavapipe. */
+enum cm_pretend {
+   CM_PRETEND_NOTHING = 0,
+   /* Every memory type lacks HOST_COHERENT: the layer flushes and
+    * invalidates the driver's mappings itself. */
+   CM_PRETEND_NONCOHERENT = 1u << 0,
+};
+
+struct cm_instance_dispatch {
+   PFN_vkGetInstanceProcAddr GetInstanceProcAddr;
+   PFN_vkDestroyInstance DestroyInstance;
+   PFN_vkEnumerateDeviceExtensionProperties EnumerateDeviceExtensionProperties;
+   PFN_vkGetPhysicalDeviceMemoryProperties GetPhysicalDeviceMemoryProperties;
+   PFN_vkGetPhysicalDeviceMemoryProperties2 GetPhysicalDeviceMemoryProperties2;
+   PFN_vkGetPhysicalDeviceMemoryProperties2KHR
+      GetPhysicalDeviceMemoryProperties2KHR;
+   PFN_vkGetPhysicalDeviceProperties GetPhysicalDeviceProperties;
+};
+
+struct cm_instance {
+   void *key; /* the loader's dispatch pointer, shared by its physdevs */
+   VkInstance instance;
+   VkAllocationCallbacks alloc;
+   enum cm_mode mode;
+   uint32_t pretend; /* enum cm_pretend */
+   bool stats;       /* COHMAP_DEBUG has "stats" */
+   struct cm_instance_dispatch next;
+};
+
+/* The device functions the layer intercepts, and what it calls below. */
+#define CM_DEVICE_FUNCS(X)                                                 \
+   X(GetDeviceProcAddr)                                                    \
+   X(DestroyDevice)                                                        \
+   X(AllocateMemory)                                                       \
+   X(FreeMemory)                                                           \
+   X(MapMemory)                                                            \
+   X(UnmapMemory)                                                          \
+   X(FlushMappedMemoryRanges)                                              \
+   X(InvalidateMappedMemoryRanges)                                         \
+   X(CreateBuffer)                                                         \
+   X(DestroyBuffer)                                                        \
+   X(CreateImage)                                                          \
+   X(DestroyImage)                                                         \
+   X(GetImageMemoryRequirements)                                           \
+   X(BindBufferMemory)                                                     \
+   X(BindBufferMemory2)                                                    \
+   X(BindBufferMemory2KHR)                                                 \
+   X(BindImageMemory)                                                      \
+   X(BindImageMemory2)                                                     \
+   X(BindImageMemory2KHR)                                                  \
+   X(QueueSubmit)                                                          \
+   X(QueueSubmit2)                                                         \
+   X(QueueSubmit2KHR)                                                      \
+   X(QueueBindSparse)                                                      \
+   X(WaitForFences)                                                        \
+   X(GetFenceStatus)                                                       \
+   X(QueueWaitIdle)                                                        \
+   X(DeviceWaitIdle)                                                       \
+   X(WaitSemaphores)                                                       \
+   X(WaitSemaphoresKHR)                                                    \
+   X(GetSemaphoreCounterValue)                                             \
+   X(GetSemaphoreCounterValueKHR)                                          \
+   X(GetEventStatus)
+
+struct cm_device_dispatch {
+#define CM_DECLARE(name) PFN_vk##name name;
+   CM_DEVICE_FUNCS(CM_DECLARE)
+#undef CM_DECLARE
+};
+
+/* Figures for COHMAP_DEBUG=stats. */
+struct cm_memory_stats {
+   uint64_t maps;          /* vkMapMemory calls shadowed */
+   uint64_t flushes;       /* submissions that uploaded something */
+   uint64_t bytes_flushed; /* CPU → driver memory */
+   uint64_t bytes_merged;  /* GPU bytes copied into the shadow */
+   uint64_t bytes_conflicted;
+   uint64_t bytes_atom_flushed;     /* vkFlushMappedMemoryRanges, ours */
+   uint64_t bytes_atom_invalidated; /* vkInvalidateMappedMemoryRanges */
+};
+
+struct cm_range64 {
+   VkDeviceSize offset, size;
+};
+
+/* A VkDeviceMemory the layer knows about (host-visible types only). */
+struct cm_memory {
+   VkDeviceMemory handle;
+   VkDeviceSize size;
+   uint32_t type;
+   /* The driver's memory type lacks HOST_COHERENT (or we pretend so). */
+   bool noncoherent;
+   /* Imported host memory and the like: the application has another
+    * pointer to it, so a shadow would not see its writes. */
+   bool passthrough;
+
+   /* Ranges of memory bound to buffers or images the GPU may write
+    * (docs/vulkan.md, "What the GPU can write"), coalesced. */
+   struct cm_range64 *writable;
+   uint32_t writable_count, writable_cap;
+   /* Out of memory recording them: merge the whole memory. */
+   bool writable_all;
+
+   /* While mapped: the driver's mapping of [map_lo, map_lo + map_len),
+    * which covers the application's range from a page boundary, and the
+    * tracked shadow of the same bytes. */
+   struct cohmap_region *region;
+   uint8_t *driver_ptr;
+   VkDeviceSize map_lo, map_len;
+   uint32_t mapped_index; /* in cm_device.mapped */
+
+   struct cm_memory_stats stats;
+   enum cohmap_method last_method;
+};
+
+/* What COHMAP_DEBUG=stats prints for a freed memory. */
+struct cm_memory_record {
+   VkDeviceSize size;
+   uint32_t type;
+   struct cm_memory_stats stats;
+   enum cohmap_method method;
+};
+
+#define CM_STATS_LINES 16
+
+struct cm_device {
+   void *key;
+   VkDevice device;
+   VkPhysicalDevice physical;
+   struct cm_instance *instance;
+   VkAllocationCallbacks alloc;
+   struct cm_device_dispatch next;
+
+   /* The mode this device runs in: shadow or off (pass-through). */
+   enum cm_mode mode;
+   VkPhysicalDeviceMemoryProperties props; /* the driver's, as believed */
+   VkDeviceSize atom;                      /* nonCoherentAtomSize */
+   struct cohmap_context *ctx;
+   bool stats;
+
+   /* Guards everything below; held across a whole flush or merge so that
+    * "collect + upload" and "merge" of one memory never interleave (the
+    * snapshot must stay what the driver memory was last given or gave). */
+   pthread_mutex_t lock;
+   struct cm_map memories;        /* VkDeviceMemory → struct cm_memory * */
+   struct cm_map writable_buffers; /* VkBuffer → size */
+   struct cm_map writable_images;  /* VkImage → 1 */
+   struct cm_memory **mapped;
+   uint32_t mapped_count, mapped_cap;
+   /* Submissions so far, and how many of them are known complete because
+    * the whole device was seen idle: no merge is needed while equal. */
+   uint64_t submits, idle_submits;
+
+   /* Scratch for vkFlush/InvalidateMappedMemoryRanges calls. */
+   VkMappedMemoryRange *scratch;
+   uint32_t scratch_cap;
+
+   /* COHMAP_DEBUG=stats. */
+   uint64_t stat_submits, stat_merges, stat_memories;
+   struct cm_memory_stats total;
+   struct cm_memory_record top[CM_STATS_LINES];
+   uint32_t top_count;
+   uint64_t other_count;
+   struct cm_memory_stats other;
+};
+
+/* layer.c */
+void *cm_alloc(const VkAllocationCallbacks *a, size_t size,
+               VkSystemAllocationScope scope);
+void *cm_realloc(const VkAllocationCallbacks *a, void *p, size_t size,
+                 VkSystemAllocationScope scope);
+void cm_free(const VkAllocationCallbacks *a, void *p);
+struct cm_device *cm_device_from_key(void *key);
+void cm_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static inline void *
+cm_key(const void *dispatchable)
+{
+   return *(void *const *)dispatchable;
+}
+
+/* shadow.c: set-up and tear-down of a device's shadow state. */
+VkResult cm_shadow_device_init(struct cm_device *dev);
+void cm_shadow_device_finish(struct cm_device *dev);
+/* Adds HOST_COHERENT to the host-visible types the layer makes coherent. */
+void cm_shadow_fix_memory_properties(const struct cm_instance *inst,
+                                     VkPhysicalDeviceMemoryProperties *p);
+
+/* shadow.c: the layer's entry point called name, for a device in shadow
+ * mode, or NULL if the layer does not intercept it. */
+PFN_vkVoidFunction cm_shadow_proc(const char *name);
+
+#endif

@@ -1,0 +1,760 @@
+/*
+ * Copyright © 2026 The cohmap developers
+ * SPDX-License-Identifier: MIT
+ */
+
+/*
+ * The layer's correctness tests (issue 5), TAP output.
+ *
+ *   test-vulkan CONFIG [TEST...]
+ *
+ * CONFIG is none (no cohmap layer: the baseline), shadow or noncoherent
+ * (vk-util.h).  Each test gets a fresh instance and device with the
+ * validation layer and fails on any validation message.  Data checks
+ * compare what the GPU copied out of a mapping (CPU → GPU) or what a
+ * mapping shows after completion was observed (GPU → CPU) with a model in
+ * plain memory; on lavapipe every mapping is coherent, so without the
+ * layer they pass trivially, and with it they fail if the layer missed or
+ * clobbered a byte.
+ */
+
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "test-util.h"
+#include "vk-util.h"
+
+static enum vk_config config;
+
+/* --- helpers -------------------------------------------------------------- */
+
+static void
+copy_cmd(VkCommandBuffer cb, const struct vk_buffer *src,
+         VkDeviceSize src_off, const struct vk_buffer *dst,
+         VkDeviceSize dst_off, VkDeviceSize size)
+{
+   VkBufferCopy r = {src_off, dst_off, size};
+   vkCmdCopyBuffer(cb, src->buffer, dst->buffer, 1, &r);
+}
+
+/* Copies size bytes of src to dst on the GPU and waits with a fence. */
+static bool
+gpu_copy(struct vk *vk, const struct vk_buffer *src, VkDeviceSize src_off,
+         const struct vk_buffer *dst, VkDeviceSize dst_off,
+         VkDeviceSize size, bool submit2)
+{
+   VkCommandBuffer cb;
+   if (!vk_cmd_begin(vk, &cb))
+      return false;
+   copy_cmd(cb, src, src_off, dst, dst_off, size);
+   return vk_cmd_submit(vk, cb, VK_COMPLETE_FENCE_WAIT, submit2) &&
+          vk_cmd_release(vk, cb);
+}
+
+struct capture {
+   int saved;
+   FILE *file;
+};
+
+static void
+capture_begin(struct capture *c)
+{
+   fflush(stderr);
+   c->file = tmpfile();
+   c->saved = dup(2);
+   dup2(fileno(c->file), 2);
+}
+
+/* Returns a malloc()ed copy of what was written to stderr. */
+static char *
+capture_end(struct capture *c)
+{
+   fflush(stderr);
+   dup2(c->saved, 2);
+   close(c->saved);
+   long n = ftell(c->file);
+   char *text = calloc(1, n > 0 ? (size_t)n + 1 : 1);
+   rewind(c->file);
+   if (n > 0 && fread(text, 1, (size_t)n, c->file) != (size_t)n)
+      text[0] = '\0';
+   fclose(c->file);
+   /* Shown in the test log, as TAP comments. */
+   for (char *line = strtok(text[0] ? strdup(text) : NULL, "\n"); line;
+        line = strtok(NULL, "\n"))
+      printf("# stderr: %s\n", line);
+   return text;
+}
+
+/* The number just before label in the first line of text holding
+ * "cohmap: vulkan: device"; UINT64_MAX if absent. */
+static uint64_t
+device_stat(const char *text, const char *label)
+{
+   const char *line = strstr(text, "cohmap: vulkan: device");
+   if (!line)
+      return UINT64_MAX;
+   const char *end = strchr(line, '\n');
+   const char *at = strstr(line, label);
+   if (!at || (end && at > end))
+      return UINT64_MAX;
+   const char *p = at;
+   while (p > line && p[-1] >= '0' && p[-1] <= '9')
+      p--;
+   return strtoull(p, NULL, 10);
+}
+
+/* --- CPU → GPU ------------------------------------------------------------ */
+
+enum pattern { RANDOM, SPARSE, DENSE, WHOLE, NONE, PATTERN_COUNT };
+static const char *const pattern_names[] = {"random", "sparse", "dense",
+                                            "whole", "none"};
+
+static void
+cpu_writes(struct tu_rng *rng, enum pattern p, uint8_t *map, uint8_t *model,
+           size_t size)
+{
+   switch (p) {
+   case RANDOM:
+      for (int i = 0; i < 200; i++) {
+         size_t len = tu_rng_range(rng, 1, 64);
+         size_t off = tu_rng_below(rng, size - len);
+         for (size_t k = 0; k < len; k++)
+            map[off + k] = model[off + k] = (uint8_t)tu_rng_next(rng);
+      }
+      break;
+   case SPARSE:
+      for (size_t page = 0; page < size; page += 16384) {
+         size_t off = page + tu_rng_below(rng, 16384);
+         map[off] = model[off] = (uint8_t)(model[off] + 1);
+      }
+      break;
+   case DENSE: {
+      size_t base = tu_rng_below(rng, size - 65536);
+      for (size_t k = 0; k < 65536; k++) {
+         if (tu_rng_percent(rng, 90))
+            map[base + k] = model[base + k] = (uint8_t)tu_rng_next(rng);
+      }
+      break;
+   }
+   case WHOLE:
+      tu_rng_fill(rng, model, size);
+      memcpy(map, model, size);
+      break;
+   default:
+      break;
+   }
+}
+
+static bool
+test_cpu_to_gpu(struct vk *vk)
+{
+   const size_t size = 256 * 1024;
+   struct tu_rng rng;
+   tu_rng_seed(&rng, tu_seed_for("cpu-to-gpu"));
+   struct vk_buffer src, dst;
+   if (!vk_buffer_create(vk, size, VK_BUFFER_USAGE_TRANSFER_SRC_BIT, true,
+                         &src) ||
+       !vk_buffer_create(vk, size, VK_BUFFER_USAGE_TRANSFER_DST_BIT, true,
+                         &dst))
+      return false;
+   uint8_t *model = calloc(1, size);
+   bool ok = true;
+   for (int round = 0; round < 2 * PATTERN_COUNT && ok; round++) {
+      enum pattern p = (enum pattern)(round % PATTERN_COUNT);
+      cpu_writes(&rng, p, src.map, model, size);
+      ok = gpu_copy(vk, &src, 0, &dst, 0, size, round & 1) &&
+           vk_bytes_equal(pattern_names[p], dst.map, model, size);
+   }
+   free(model);
+   vk_buffer_destroy(vk, &src);
+   vk_buffer_destroy(vk, &dst);
+   return ok;
+}
+
+/* --- GPU → CPU ------------------------------------------------------------ */
+
+static bool
+test_gpu_to_cpu(struct vk *vk)
+{
+   const size_t size = 64 * 1024;
+   struct tu_rng rng;
+   tu_rng_seed(&rng, tu_seed_for("gpu-to-cpu"));
+   struct vk_buffer src, dst;
+   if (!vk_buffer_create(vk, size, VK_BUFFER_USAGE_TRANSFER_SRC_BIT, true,
+                         &src) ||
+       !vk_buffer_create(vk, size,
+                         VK_BUFFER_USAGE_TRANSFER_DST_BIT |
+                            VK_BUFFER_USAGE_TRANSFER_SRC_BIT,
+                         true, &dst))
+      return false;
+   uint8_t *model = calloc(1, size);
+   bool ok = true;
+   tu_rng_fill(&rng, src.map, size);
+
+   for (int c = 0; c < VK_COMPLETE_COUNT && ok; c++) {
+      VkCommandBuffer cb;
+      if (!vk_cmd_begin(vk, &cb)) {
+         ok = false;
+         break;
+      }
+      /* A fill, an update and a copy at places that move per method. */
+      uint32_t pattern = (uint32_t)tu_rng_next(&rng);
+      size_t fill_off = 4 * tu_rng_below(&rng, 4096);
+      size_t fill_len = 4 * tu_rng_range(&rng, 1, 1024);
+      vkCmdFillBuffer(cb, dst.buffer, fill_off, fill_len, pattern);
+      for (size_t i = 0; i < fill_len; i++)
+         model[fill_off + i] = (uint8_t)(pattern >> (8 * (i % 4)));
+
+      uint8_t data[1024];
+      tu_rng_fill(&rng, data, sizeof(data));
+      size_t upd_off = 4 * tu_rng_below(&rng, 16384 - 256);
+      vkCmdUpdateBuffer(cb, dst.buffer, upd_off, sizeof(data), data);
+      memcpy(model + upd_off, data, sizeof(data));
+
+      size_t copy_off = tu_rng_below(&rng, size - 8192);
+      size_t copy_len = tu_rng_range(&rng, 1, 8192);
+      VkMemoryBarrier mb = {
+         .sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER,
+         .srcAccessMask = VK_ACCESS_TRANSFER_WRITE_BIT,
+         .dstAccessMask = VK_ACCESS_TRANSFER_WRITE_BIT,
+      };
+      vkCmdPipelineBarrier(cb, VK_PIPELINE_STAGE_TRANSFER_BIT,
+                           VK_PIPELINE_STAGE_TRANSFER_BIT, 0, 1, &mb, 0,
+                           NULL, 0, NULL);
+      copy_cmd(cb, &src, copy_off, &dst, copy_off, copy_len);
+      memcpy(model + copy_off, src.map + copy_off, copy_len);
+
+      ok = vk_cmd_submit(vk, cb, (enum vk_completion)c, c & 1);
+      /* Checked before anything else could merge. */
+      if (ok)
+         ok = vk_bytes_equal(vk_completion_name((enum vk_completion)c),
+                             dst.map, model, size);
+      ok = vk_cmd_release(vk, cb) && ok;
+   }
+   free(model);
+   vk_buffer_destroy(vk, &src);
+   vk_buffer_destroy(vk, &dst);
+   return ok;
+}
+
+/* --- CPU and GPU on disjoint bytes of the same pages ---------------------- */
+
+static bool
+test_disjoint(struct vk *vk)
+{
+   const size_t size = 64 * 1024, block = 256;
+   struct vk_buffer buf, check;
+   if (!vk_buffer_create(vk, size,
+                         VK_BUFFER_USAGE_TRANSFER_DST_BIT |
+                            VK_BUFFER_USAGE_TRANSFER_SRC_BIT,
+                         true, &buf) ||
+       !vk_buffer_create(vk, size, VK_BUFFER_USAGE_TRANSFER_DST_BIT, true,
+                         &check))
+      return false;
+   uint8_t *model = calloc(1, size);
+   bool ok = true;
+   for (uint32_t round = 1; round <= 10 && ok; round++) {
+      VkCommandBuffer cb;
+      if (!vk_cmd_begin(vk, &cb))
+         return false;
+      /* The GPU writes the first word of every block ... */
+      for (size_t b = 0; b < size; b += block) {
+         uint32_t v = round * 0x01010101u ^ (uint32_t)b;
+         vkCmdFillBuffer(cb, buf.buffer, b, 4, v);
+         memcpy(model + b, &v, 4);
+      }
+      VkMemoryBarrier mb = {
+         .sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER,
+         .srcAccessMask = VK_ACCESS_TRANSFER_WRITE_BIT,
+         .dstAccessMask = VK_ACCESS_HOST_READ_BIT,
+      };
+      vkCmdPipelineBarrier(cb, VK_PIPELINE_STAGE_TRANSFER_BIT,
+                           VK_PIPELINE_STAGE_HOST_BIT, 0, 1, &mb, 0, NULL,
+                           0, NULL);
+      VK_CHECK(vkEndCommandBuffer(cb));
+      VkFenceCreateInfo fci = {.sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
+      VkFence fence;
+      VK_CHECK(vkCreateFence(vk->device, &fci, vk->alloc, &fence));
+      VkSubmitInfo si = {
+         .sType = VK_STRUCTURE_TYPE_SUBMIT_INFO,
+         .commandBufferCount = 1,
+         .pCommandBuffers = &cb,
+      };
+      VK_CHECK(vkQueueSubmit(vk->queue, 1, &si, fence));
+      /* ... while the CPU writes the rest of every block. */
+      for (size_t b = 0; b < size; b += block) {
+         for (size_t k = 4; k < block; k++)
+            buf.map[b + k] = model[b + k] = (uint8_t)(round + b + k);
+      }
+      VK_CHECK(vkWaitForFences(vk->device, 1, &fence, VK_TRUE, UINT64_MAX));
+      vkDestroyFence(vk->device, fence, vk->alloc);
+      vkFreeCommandBuffers(vk->device, vk->pool, 1, &cb);
+      ok = vk_bytes_equal("mapping after the wait", buf.map, model, size) &&
+           gpu_copy(vk, &buf, 0, &check, 0, size, false) &&
+           vk_bytes_equal("GPU copy", check.map, model, size);
+   }
+   free(model);
+   vk_buffer_destroy(vk, &buf);
+   vk_buffer_destroy(vk, &check);
+   return ok;
+}
+
+/* --- a buffer inside a larger memory, mapped at an offset ------------------ */
+
+static bool
+test_offset_map(struct vk *vk)
+{
+   const VkDeviceSize mem_size = 1024 * 1024, buf_off = 262400,
+                      map_off = 262244, map_size = 100000, buf_size = 65536;
+   VkDeviceMemory mem;
+   struct vk_buffer a, b, check;
+   if (!vk_memory_alloc(vk, mem_size, &mem) ||
+       !vk_buffer_bind(vk, 4096, VK_BUFFER_USAGE_TRANSFER_DST_BIT, mem, 0,
+                       &a) ||
+       !vk_buffer_bind(vk, buf_size,
+                       VK_BUFFER_USAGE_TRANSFER_SRC_BIT |
+                          VK_BUFFER_USAGE_TRANSFER_DST_BIT,
+                       mem, buf_off, &b) ||
+       !vk_buffer_create(vk, buf_size, VK_BUFFER_USAGE_TRANSFER_DST_BIT,
+                         true, &check))
+      return false;
+   VkPhysicalDeviceProperties props;
+   vkGetPhysicalDeviceProperties(vk->physical, &props);
+
+   uint8_t *p;
+   VK_CHECK(vkMapMemory(vk->device, mem, map_off, map_size, 0, (void **)&p));
+   VK_EXPECT(((uintptr_t)p - map_off) %
+                   props.limits.minMemoryMapAlignment ==
+                0,
+             "pointer - offset aligned to %zu",
+             (size_t)props.limits.minMemoryMapAlignment);
+   uint8_t *bp = p + (buf_off - map_off);
+   uint8_t *model = malloc(buf_size);
+   struct tu_rng rng;
+   tu_rng_seed(&rng, tu_seed_for("offset-map"));
+   tu_rng_fill(&rng, model, buf_size);
+   memcpy(bp, model, buf_size);
+
+   bool ok = gpu_copy(vk, &b, 0, &check, 0, buf_size, false) &&
+             vk_bytes_equal("CPU → GPU at an offset", check.map, model,
+                            buf_size);
+   if (ok) {
+      VkCommandBuffer cb;
+      ok = vk_cmd_begin(vk, &cb);
+      if (ok) {
+         vkCmdFillBuffer(cb, b.buffer, 1024, 1024, 0xa5a5a5a5u);
+         memset(model + 1024, 0xa5, 1024);
+         ok = vk_cmd_submit(vk, cb, VK_COMPLETE_FENCE_WAIT, false) &&
+              vk_bytes_equal("GPU → CPU at an offset", bp, model,
+                             buf_size) &&
+              vk_cmd_release(vk, cb);
+      }
+   }
+   vkUnmapMemory(vk->device, mem);
+   free(model);
+   vk_buffer_destroy(vk, &a);
+   vk_buffer_destroy(vk, &b);
+   vk_buffer_destroy(vk, &check);
+   vkFreeMemory(vk->device, mem, vk->alloc);
+   return ok;
+}
+
+/* --- unmap and map again: the data stays ----------------------------------- */
+
+static bool
+test_remap(struct vk *vk)
+{
+   const size_t size = 128 * 1024;
+   struct vk_buffer buf, check;
+   if (!vk_buffer_create(vk, size,
+                         VK_BUFFER_USAGE_TRANSFER_SRC_BIT |
+                            VK_BUFFER_USAGE_TRANSFER_DST_BIT,
+                         false, &buf) ||
+       !vk_buffer_create(vk, size, VK_BUFFER_USAGE_TRANSFER_DST_BIT, true,
+                         &check))
+      return false;
+   uint8_t *model = calloc(1, size);
+   struct tu_rng rng;
+   tu_rng_seed(&rng, tu_seed_for("remap"));
+   bool ok = true;
+   for (int round = 0; round < 4 && ok; round++) {
+      /* Map (at an offset every other time), write, unmap, copy on the
+       * GPU with nothing submitted in between: the unmap handed the
+       * bytes over. */
+      VkDeviceSize off = (round & 1) ? 8192 + 16 : 0;
+      uint8_t *p;
+      VK_CHECK(vkMapMemory(vk->device, buf.memory, off, VK_WHOLE_SIZE, 0,
+                           (void **)&p));
+      if (round > 0)
+         ok = vk_bytes_equal("mapping again", p, model + off, size - off);
+      tu_rng_fill(&rng, model + off, 4096);
+      memcpy(p, model + off, 4096);
+      vkUnmapMemory(vk->device, buf.memory);
+      ok = ok && gpu_copy(vk, &buf, 0, &check, 0, size, false) &&
+           vk_bytes_equal("after unmap", check.map, model, size);
+
+      /* The GPU writes while nothing is mapped. */
+      VkCommandBuffer cb;
+      if (ok && vk_cmd_begin(vk, &cb)) {
+         vkCmdFillBuffer(cb, buf.buffer, 65536, 4096, 0x5a000000u + round);
+         for (int i = 0; i < 4096; i++)
+            model[65536 + i] = (uint8_t)((0x5a000000u + round) >> (8 * (i % 4)));
+         ok = vk_cmd_run(vk, cb);
+      }
+   }
+   free(model);
+   vk_buffer_destroy(vk, &buf);
+   vk_buffer_destroy(vk, &check);
+   return ok;
+}
+
+/* --- several threads write, two threads submit ----------------------------- */
+
+struct writer {
+   uint8_t *map;
+   size_t offset, size;
+   int rounds;
+   uint64_t seed;
+};
+
+static void *
+writer_main(void *arg)
+{
+   struct writer *w = arg;
+   struct tu_rng rng;
+   tu_rng_seed(&rng, w->seed);
+   for (int r = 0; r < w->rounds; r++) {
+      size_t off = w->offset + tu_rng_below(&rng, w->size - 64);
+      for (int k = 0; k < 64; k++)
+         w->map[off + k] = (uint8_t)tu_rng_next(&rng);
+      if (r % 64 == 0)
+         usleep(100);
+   }
+   return NULL;
+}
+
+struct submitter {
+   struct vk *vk;
+   VkQueue queue;
+   VkCommandPool pool;
+   struct vk_buffer *src, *dst;
+   int rounds;
+   bool ok;
+};
+
+static void *
+submitter_main(void *arg)
+{
+   struct submitter *s = arg;
+   s->ok = true;
+   for (int r = 0; r < s->rounds && s->ok; r++) {
+      VkCommandBufferAllocateInfo cai = {
+         .sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO,
+         .commandPool = s->pool,
+         .level = VK_COMMAND_BUFFER_LEVEL_PRIMARY,
+         .commandBufferCount = 1,
+      };
+      VkCommandBuffer cb;
+      VkCommandBufferBeginInfo bi = {
+         .sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO,
+         .flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT,
+      };
+      VkFenceCreateInfo fci = {.sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
+      VkFence fence;
+      VkSubmitInfo si = {
+         .sType = VK_STRUCTURE_TYPE_SUBMIT_INFO,
+         .commandBufferCount = 1,
+         .pCommandBuffers = &cb,
+      };
+      s->ok = vkAllocateCommandBuffers(s->vk->device, &cai, &cb) ==
+                 VK_SUCCESS &&
+              vkBeginCommandBuffer(cb, &bi) == VK_SUCCESS;
+      if (!s->ok)
+         break;
+      copy_cmd(cb, s->src, 0, s->dst, 0, s->src->size);
+      s->ok = vkEndCommandBuffer(cb) == VK_SUCCESS &&
+              vkCreateFence(s->vk->device, &fci, NULL, &fence) ==
+                 VK_SUCCESS &&
+              vkQueueSubmit(s->queue, 1, &si, fence) == VK_SUCCESS &&
+              vkWaitForFences(s->vk->device, 1, &fence, VK_TRUE,
+                              UINT64_MAX) == VK_SUCCESS;
+      vkDestroyFence(s->vk->device, fence, NULL);
+      vkFreeCommandBuffers(s->vk->device, s->pool, 1, &cb);
+   }
+   return NULL;
+}
+
+static bool
+test_threads(struct vk *vk)
+{
+   enum { WRITERS = 4, SUBMITTERS = 2 };
+   const size_t size = 256 * 1024;
+   struct vk_buffer src, dst[SUBMITTERS];
+   if (!vk_buffer_create(vk, size, VK_BUFFER_USAGE_TRANSFER_SRC_BIT, true,
+                         &src))
+      return false;
+   for (int i = 0; i < SUBMITTERS; i++) {
+      if (!vk_buffer_create(vk, size, VK_BUFFER_USAGE_TRANSFER_DST_BIT, true,
+                            &dst[i]))
+         return false;
+   }
+   struct writer w[WRITERS];
+   struct submitter s[SUBMITTERS];
+   pthread_t wt[WRITERS], st[SUBMITTERS];
+   VkCommandPool pools[SUBMITTERS];
+   for (int i = 0; i < SUBMITTERS; i++) {
+      VkCommandPoolCreateInfo pci = {
+         .sType = VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO,
+         .queueFamilyIndex = vk->queue_family,
+      };
+      VK_CHECK(vkCreateCommandPool(vk->device, &pci, NULL, &pools[i]));
+      /* One queue per submitter where the device has two: a queue must
+       * not be used by two threads at once. */
+      s[i] = (struct submitter){vk, VK_NULL_HANDLE, pools[i], &src, &dst[i],
+                                50, false};
+      vkGetDeviceQueue(vk->device, vk->queue_family,
+                       vk->queue_count > 1 ? (uint32_t)i : 0, &s[i].queue);
+   }
+   int nsub = vk->queue_count > 1 ? SUBMITTERS : 1;
+   for (int i = 0; i < WRITERS; i++) {
+      w[i] = (struct writer){src.map, i * size / WRITERS, size / WRITERS,
+                             4000, tu_seed_for("threads") + i};
+      pthread_create(&wt[i], NULL, writer_main, &w[i]);
+   }
+   for (int i = 0; i < nsub; i++)
+      pthread_create(&st[i], NULL, submitter_main, &s[i]);
+   for (int i = 0; i < WRITERS; i++)
+      pthread_join(wt[i], NULL);
+   bool ok = true;
+   for (int i = 0; i < nsub; i++) {
+      pthread_join(st[i], NULL);
+      ok &= s[i].ok;
+   }
+   VK_EXPECT(ok, "every submission succeeded");
+   /* The writers are done: the next copy must have everything. */
+   uint8_t *model = malloc(size);
+   memcpy(model, src.map, size);
+   ok = gpu_copy(vk, &src, 0, &dst[0], 0, size, false) &&
+        vk_bytes_equal("after the writers", dst[0].map, model, size);
+   free(model);
+   for (int i = 0; i < SUBMITTERS; i++) {
+      vkDestroyCommandPool(vk->device, pools[i], NULL);
+      vk_buffer_destroy(vk, &dst[i]);
+   }
+   vk_buffer_destroy(vk, &src);
+   return ok;
+}
+
+/* --- 1000 small allocations ------------------------------------------------ */
+
+static bool
+test_many_small(struct vk *vk)
+{
+   enum { COUNT = 1000, SIZE = 256 };
+   struct vk_buffer *small = calloc(COUNT, sizeof(*small));
+   struct vk_buffer dst;
+   uint8_t *model = calloc(COUNT, SIZE);
+   bool ok = vk_buffer_create(vk, COUNT * SIZE,
+                              VK_BUFFER_USAGE_TRANSFER_DST_BIT, true, &dst);
+   for (int i = 0; i < COUNT && ok; i++)
+      ok = vk_buffer_create(vk, SIZE, VK_BUFFER_USAGE_TRANSFER_SRC_BIT, true,
+                            &small[i]);
+   struct tu_rng rng;
+   tu_rng_seed(&rng, tu_seed_for("many-small"));
+   for (int round = 0; round < 3 && ok; round++) {
+      /* All of them, then every seventh. */
+      for (int i = 0; i < COUNT; i += round ? 7 : 1) {
+         tu_rng_fill(&rng, model + i * SIZE, SIZE);
+         memcpy(small[i].map, model + i * SIZE, SIZE);
+      }
+      VkCommandBuffer cb;
+      ok = vk_cmd_begin(vk, &cb);
+      for (int i = 0; i < COUNT && ok; i++)
+         copy_cmd(cb, &small[i], 0, &dst, (VkDeviceSize)i * SIZE, SIZE);
+      ok = ok && vk_cmd_run(vk, cb) &&
+           vk_bytes_equal("1000 small buffers", dst.map, model, COUNT * SIZE);
+   }
+   for (int i = 0; i < COUNT; i++) {
+      if (small[i].buffer)
+         vk_buffer_destroy(vk, &small[i]);
+   }
+   vk_buffer_destroy(vk, &dst);
+   free(small);
+   free(model);
+   return ok;
+}
+
+/* --- vkFreeMemory while mapped --------------------------------------------- */
+
+static bool
+test_free_mapped(struct vk *vk)
+{
+   for (int i = 0; i < 20; i++) {
+      struct vk_buffer b;
+      if (!vk_buffer_create(vk, 65536 * (i + 1),
+                            VK_BUFFER_USAGE_TRANSFER_DST_BIT, true, &b))
+         return false;
+      memset(b.map, i, 65536);
+      vkDestroyBuffer(vk->device, b.buffer, vk->alloc);
+      /* No vkUnmapMemory: freeing unmaps. */
+      vkFreeMemory(vk->device, b.memory, vk->alloc);
+   }
+   /* The device still works. */
+   return test_cpu_to_gpu(vk);
+}
+
+/* --- the application's allocator ------------------------------------------- */
+
+static long outstanding, total_allocs;
+
+static void *VKAPI_CALL
+count_alloc(void *user, size_t size, size_t align,
+            VkSystemAllocationScope scope)
+{
+   void *p = NULL;
+   if (posix_memalign(&p, align < sizeof(void *) ? sizeof(void *) : align,
+                      size ? size : 1))
+      return NULL;
+   __atomic_add_fetch(&outstanding, 1, __ATOMIC_RELAXED);
+   __atomic_add_fetch(&total_allocs, 1, __ATOMIC_RELAXED);
+   return p;
+}
+
+static void *VKAPI_CALL
+count_realloc(void *user, void *old, size_t size, size_t align,
+              VkSystemAllocationScope scope)
+{
+   if (!old)
+      return count_alloc(user, size, align, scope);
+   if (!size) {
+      free(old);
+      __atomic_sub_fetch(&outstanding, 1, __ATOMIC_RELAXED);
+      return NULL;
+   }
+   /* Alignment up to 16 is what malloc gives; enough for the callers. */
+   return realloc(old, size);
+}
+
+static void VKAPI_CALL
+count_free(void *user, void *p)
+{
+   if (p) {
+      free(p);
+      __atomic_sub_fetch(&outstanding, 1, __ATOMIC_RELAXED);
+   }
+}
+
+/* Runs in its own instance (main() treats it specially). */
+static bool
+test_allocator(struct vk *vk)
+{
+   return test_gpu_to_cpu(vk);
+}
+
+/* --- knobs and bad input --------------------------------------------------- */
+
+static bool
+test_stats(struct vk *vk)
+{
+   /* Rebuild the device with COHMAP_DEBUG=stats; vk_finish prints. */
+   vk_finish(vk);
+   setenv("COHMAP_DEBUG", "stats", 1);
+   bool ok = vk_init(vk, config) && test_gpu_to_cpu(vk);
+   unsetenv("COHMAP_DEBUG");
+   struct capture c;
+   capture_begin(&c);
+   vk_finish(vk);
+   char *text = capture_end(&c);
+   uint64_t merged = device_stat(text, " bytes merged");
+   uint64_t flushed = device_stat(text, " bytes flushed");
+   uint64_t subs = device_stat(text, " submissions");
+   free(text);
+   VK_EXPECT(ok, "the test itself passed");
+   VK_EXPECT(subs != UINT64_MAX, "a 'cohmap: vulkan: device' line");
+   VK_EXPECT(subs == VK_COMPLETE_COUNT, "%" PRIu64 " submissions", subs);
+   VK_EXPECT(merged > 0 && merged != UINT64_MAX, "merged %" PRIu64, merged);
+   /* The source buffer was written once, 64 KiB of random bytes. */
+   /* Plus the zeroes vk_buffer_create() wrote over recycled memory. */
+   VK_EXPECT(flushed >= 60000 && flushed <= 2 * 65536, "flushed %" PRIu64,
+             flushed);
+   return true;
+}
+
+/* --- main ------------------------------------------------------------------ */
+
+struct test {
+   const char *name;
+   bool (*fn)(struct vk *vk);
+   bool layer_only;
+};
+
+static const struct test tests[] = {
+   {"cpu-to-gpu", test_cpu_to_gpu, false},
+   {"gpu-to-cpu", test_gpu_to_cpu, false},
+   {"disjoint", test_disjoint, false},
+   {"offset-map", test_offset_map, false},
+   {"remap", test_remap, false},
+   {"threads", test_threads, false},
+   {"many-small", test_many_small, false},
+   {"free-mapped", test_free_mapped, false},
+   {"allocator", test_allocator, false},
+   {"stats", test_stats, true},
+};
+
+int
+main(int argc, char **argv)
+{
+   setvbuf(stdout, NULL, _IOLBF, 0);
+   if (argc < 2 || !vk_config_parse(argv[1], &config)) {
+      fprintf(stderr, "usage: %s none|shadow|noncoherent [TEST...]\n",
+              argv[0]);
+      return 2;
+   }
+   vk_require_machine();
+
+   size_t n = sizeof(tests) / sizeof(tests[0]);
+   printf("1..%zu\n", n);
+   int failed = 0;
+   for (size_t i = 0; i < n; i++) {
+      const struct test *t = &tests[i];
+      bool selected = argc == 2;
+      for (int a = 2; a < argc; a++)
+         selected |= !strcmp(argv[a], t->name);
+      if (!selected || (t->layer_only && config == VK_CONFIG_NONE)) {
+         printf("ok %zu - %s # SKIP %s\n", i + 1, t->name,
+                selected ? "needs the layer" : "not selected");
+         continue;
+      }
+      static VkAllocationCallbacks counting = {
+         .pfnAllocation = count_alloc,
+         .pfnReallocation = count_realloc,
+         .pfnFree = count_free,
+      };
+      struct vk vk = {0};
+      bool use_alloc = t->fn == test_allocator;
+      vk.alloc = use_alloc ? &counting : NULL;
+      outstanding = total_allocs = 0;
+      unsigned before = vk_validation_messages;
+      vk_test_failed = false;
+      bool ok = vk_init(&vk, config);
+      ok = ok && t->fn(&vk);
+      vk_finish(&vk);
+      if (vk_validation_messages != before) {
+         printf("# %u validation messages\n", vk_validation_messages - before);
+         ok = false;
+      }
+      if (use_alloc && outstanding != 0) {
+         printf("# %ld allocations of %ld not freed through the "
+                "application's allocator\n",
+                outstanding, total_allocs);
+         ok = false;
+      }
+      ok = ok && !vk_test_failed;
+      printf("%s %zu - %s\n", ok ? "ok" : "not ok", i + 1, t->name);
+      failed += !ok;
+   }
+   return failed ? 1 : 0;
+}
