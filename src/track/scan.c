@@ -66,7 +66,16 @@ cohmap_scan_open(struct cohmap_context *ctx, const char **reason)
    if (pagemap_fd < 0) {
       int err = errno;
       close(uffd);
-      *reason = "cannot open /proc/self/pagemap (procfs not mounted?)";
+      /* EACCES: /proc/self files belong to root in a process that is
+       * not dumpable, which is what changing uid or gid makes a process
+       * (a daemon dropping root, a setuid program) until it calls
+       * prctl(PR_SET_DUMPABLE, 1). */
+      if (err == EACCES || err == EPERM)
+         *reason = "cannot open /proc/self/pagemap (EACCES): the process "
+                   "is not dumpable (it changed uid or gid; "
+                   "prctl(PR_SET_DUMPABLE, 1) restores it)";
+      else
+         *reason = "cannot open /proc/self/pagemap (procfs not mounted?)";
       return -err;
    }
 
