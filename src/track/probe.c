@@ -166,8 +166,11 @@ cohmap_uffd_open(const char **reason)
    if (ioctl(fd, UFFDIO_API, &api) != 0) {
       int err = errno;
       close(fd);
-      *reason = "kernel lacks UFFD_FEATURE_WP_ASYNC/WP_UNPOPULATED "
-                "(needs Linux >= 6.7)";
+      /* EINVAL is the kernel refusing the features; anything else (out
+       * of memory) is not about the kernel's version. */
+      *reason = err == EINVAL ? "kernel lacks UFFD_FEATURE_WP_ASYNC/"
+                                "WP_UNPOPULATED (needs Linux >= 6.7)"
+                              : "UFFDIO_API failed (out of memory?)";
       return -(err == EINVAL ? ENOTSUP : err);
    }
    if ((api.features & (UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_UNPOPULATED)) !=
