@@ -9,9 +9,11 @@
  */
 
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cohmap/cohmap.h"
 #include "tools/bench.h"
@@ -28,6 +30,8 @@ usage(FILE *f)
            "             submission, and how the automatic choice compares\n"
            "  info       probe this machine: kernel, THP, limits, and which\n"
            "             tracking methods work here\n"
+           "  run        run a program with the Vulkan layer\n"
+           "             VK_LAYER_COHMAP_coherent_memory enabled\n"
            "  version    print the version\n"
            "  help       print this help\n"
            "\n"
@@ -116,6 +120,106 @@ cmd_info(int argc, char **argv)
    return ret;
 }
 
+static void
+run_usage(FILE *f)
+{
+   fprintf(f,
+           "Usage: cohmap run [--gl] [--mode MODE] -- COMMAND [ARGS...]\n"
+           "\n"
+           "Runs COMMAND with the Vulkan layer VK_LAYER_COHMAP_coherent_memory\n"
+           "enabled (VK_INSTANCE_LAYERS), taken from the build tree when this\n"
+           "tool runs from one (VK_LAYER_PATH), else from the installed\n"
+           "manifest.  docs/vulkan.md describes the layer.\n"
+           "\n"
+           "  --gl         also run OpenGL on zink over Vulkan\n"
+           "               (LIBGL_ALWAYS_SOFTWARE=1 GALLIUM_DRIVER=zink), so that\n"
+           "               GL 4.4 coherent buffer storage goes through the layer\n"
+           "  --mode MODE  set COHMAP_MODE (auto, off, shadow, direct,\n"
+           "               device-local; default: the environment's, else auto)\n");
+}
+
+/* Prepends value to the colon-separated list in variable name. */
+static int
+env_prepend(const char *name, const char *value)
+{
+   const char *old = getenv(name);
+   char buf[PATH_MAX * 2];
+   int n = old && *old ? snprintf(buf, sizeof(buf), "%s:%s", value, old)
+                       : snprintf(buf, sizeof(buf), "%s", value);
+   if (n < 0 || (size_t)n >= sizeof(buf))
+      return -ENAMETOOLONG;
+   return setenv(name, buf, 1) ? -errno : 0;
+}
+
+static int
+cmd_run(int argc, char **argv)
+{
+   bool gl = false;
+   const char *mode = NULL;
+   int i = 1;
+   for (; i < argc; i++) {
+      if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+         run_usage(stdout);
+         return 0;
+      } else if (!strcmp(argv[i], "--gl")) {
+         gl = true;
+      } else if (!strcmp(argv[i], "--mode") && i + 1 < argc) {
+         mode = argv[++i];
+      } else if (!strcmp(argv[i], "--")) {
+         i++;
+         break;
+      } else if (argv[i][0] == '-') {
+         fprintf(stderr, "cohmap run: unknown option '%s'\n", argv[i]);
+         run_usage(stderr);
+         return 1;
+      } else {
+         break;
+      }
+   }
+   if (i >= argc) {
+      fprintf(stderr, "cohmap run: no command given\n");
+      run_usage(stderr);
+      return 1;
+   }
+
+   /* Built tree: <build>/src/cohmap beside <build>/src/vulkan/dev/. */
+   char exe[PATH_MAX];
+   ssize_t len = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+   if (len > 0) {
+      exe[len] = '\0';
+      char *slash = strrchr(exe, '/');
+      char dir[PATH_MAX + 64], json[PATH_MAX + 128];
+      if (slash) {
+         *slash = '\0';
+         snprintf(dir, sizeof(dir), "%s/vulkan/dev", exe);
+         snprintf(json, sizeof(json),
+                  "%s/VkLayer_COHMAP_coherent_memory_dev.json", dir);
+         /* The system's explicit layers stay findable (validation). */
+         if (access(json, R_OK) == 0 &&
+             (env_prepend("VK_LAYER_PATH",
+                          "/usr/share/vulkan/explicit_layer.d") ||
+              env_prepend("VK_LAYER_PATH", dir))) {
+            fprintf(stderr, "cohmap run: VK_LAYER_PATH too long\n");
+            return 1;
+         }
+      }
+   }
+   if (env_prepend("VK_INSTANCE_LAYERS", "VK_LAYER_COHMAP_coherent_memory")) {
+      fprintf(stderr, "cohmap run: VK_INSTANCE_LAYERS too long\n");
+      return 1;
+   }
+   if (mode)
+      setenv("COHMAP_MODE", mode, 1);
+   if (gl) {
+      setenv("LIBGL_ALWAYS_SOFTWARE", "1", 1);
+      setenv("GALLIUM_DRIVER", "zink", 1);
+   }
+   execvp(argv[i], argv + i);
+   fprintf(stderr, "cohmap run: cannot run '%s': %s\n", argv[i],
+           strerror(errno));
+   return 127;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -129,6 +233,8 @@ main(int argc, char **argv)
       return cohmap_tool_bench(argc - 1, argv + 1);
    if (!strcmp(cmd, "info"))
       return cmd_info(argc - 1, argv + 1);
+   if (!strcmp(cmd, "run"))
+      return cmd_run(argc - 1, argv + 1);
    if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
       printf("cohmap %d.%d.%d\n", COHMAP_VERSION_MAJOR, COHMAP_VERSION_MINOR,
              COHMAP_VERSION_MICRO);

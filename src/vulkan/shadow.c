@@ -253,7 +253,7 @@ print_stats(struct cm_device *dev)
    fprintf(stderr,
            "cohmap: vulkan: device %p (shadow): %" PRIu64
            " memories tracked, %" PRIu64 " submissions, %" PRIu64
-           " merges, %" PRIu64 " bytes flushed, %" PRIu64
+           " memory merges, %" PRIu64 " bytes flushed, %" PRIu64
            " bytes merged, %" PRIu64 " conflicted, %" PRIu64
            " atom-flushed, %" PRIu64 " atom-invalidated\n",
            (void *)dev->device, dev->stat_memories, dev->stat_submits,
@@ -469,6 +469,7 @@ merge_memory(struct cm_device *dev, struct cm_memory *mem, VkDeviceSize lo,
       lo = mem->map_lo;
    if (hi > map_end)
       hi = map_end;
+   dev->stat_merges++;
    const struct cm_range64 all = {0, mem->size};
    const struct cm_range64 *w = mem->writable_all ? &all : mem->writable;
    uint32_t wn = mem->writable_all ? 1 : mem->writable_count;
@@ -527,7 +528,6 @@ observed_completion(struct cm_device *dev, uint64_t idle_upto)
 {
    pthread_mutex_lock(&dev->lock);
    if (dev->submits != dev->idle_submits) {
-      dev->stat_merges++;
       for (uint32_t i = 0; i < dev->mapped_count; i++) {
          struct cm_memory *mem = dev->mapped[i];
          if (mem->writable_count || mem->writable_all)

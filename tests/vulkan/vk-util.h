@@ -20,7 +20,9 @@
  *  - "shadow":      COHMAP_MODE=shadow;
  *  - "noncoherent": COHMAP_MODE=auto with COHMAP_VK_PRETEND=noncoherent:
  *                   the layer believes lavapipe's memory is not coherent,
- *                   so it shadows and flushes/invalidates itself.
+ *                   so it shadows and flushes/invalidates itself;
+ *  - "env":         nothing set: the environment enables the layer or not
+ *                   (`cohmap run`).
  *
  * Failures print what differed and mark the TAP line "not ok"; the
  * program exits 1 if any test failed, 77 if the machine lacks lavapipe or
@@ -40,6 +42,9 @@ enum vk_config {
    VK_CONFIG_NONE,
    VK_CONFIG_SHADOW,
    VK_CONFIG_NONCOHERENT,
+   /* The environment decides (`cohmap run`, VK_INSTANCE_LAYERS): the
+    * harness sets nothing and enables only validation itself. */
+   VK_CONFIG_ENV,
 };
 
 struct vk {
@@ -59,6 +64,11 @@ struct vk {
    VkDeviceSize atom;
    VkAllocationCallbacks *alloc; /* NULL or the counting allocator */
 };
+
+/* Benchmarks: no validation layer, no messenger. */
+extern bool vk_no_validation;
+/* VK_CONFIG_ENV, but the harness enables the cohmap layer itself. */
+extern bool vk_force_layer;
 
 /* Validation warnings and errors since the program started. */
 extern unsigned vk_validation_messages;
