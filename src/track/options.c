@@ -50,6 +50,9 @@ static const struct {
    {"COHMAP_SIM_LATENCY_US", DEFAULT_TEXT, "0"},
    {"COHMAP_SIM_BANDWIDTH_MBPS", DEFAULT_TEXT, "0"},
    {"COHMAP_SIM_EXEC_US", DEFAULT_TEXT, "0"},
+   /* Read by the Vulkan layer at vkCreateInstance (src/vulkan). */
+   {"COHMAP_MODE", DEFAULT_TEXT, "auto"},
+   {"COHMAP_VK_PRETEND", DEFAULT_TEXT, "none"},
 };
 
 void
