@@ -40,7 +40,8 @@
 
 #define CM_EXPORT __attribute__((visibility("default")))
 
-/* --- allocation ---------------------------------------------------------- */
+/* --- allocation ----------------------------------------------------------
+ */
 
 /* The application's allocator when it gave one, as the spec asks of
  * layers for their own objects; malloc otherwise.  Allocations are
@@ -86,7 +87,8 @@ cm_log(const char *fmt, ...)
    fprintf(stderr, "cohmap: %s\n", msg);
 }
 
-/* --- records keyed on dispatch pointers ---------------------------------- */
+/* --- records keyed on dispatch pointers ----------------------------------
+ */
 
 #define CM_MAX_OBJECTS 64
 
@@ -146,7 +148,8 @@ cm_device_from_key(void *key)
    return found;
 }
 
-/* --- knobs ---------------------------------------------------------------- */
+/* --- knobs ----------------------------------------------------------------
+ */
 
 static const struct {
    const char *name;
@@ -220,7 +223,8 @@ read_pretend(void)
    return CM_PRETEND_NOTHING;
 }
 
-/* --- instance ------------------------------------------------------------- */
+/* --- instance -------------------------------------------------------------
+ */
 
 static VkLayerInstanceCreateInfo *
 find_instance_link(const VkInstanceCreateInfo *info)
@@ -391,13 +395,14 @@ cm_GetPhysicalDeviceMemoryProperties2(VkPhysicalDevice physical,
 }
 
 static VKAPI_ATTR void VKAPI_CALL
-cm_GetPhysicalDeviceMemoryProperties2KHR(
-   VkPhysicalDevice physical, VkPhysicalDeviceMemoryProperties2 *p)
+cm_GetPhysicalDeviceMemoryProperties2KHR(VkPhysicalDevice physical,
+                                         VkPhysicalDeviceMemoryProperties2 *p)
 {
    memory_properties2(physical, p, true);
 }
 
-/* --- device --------------------------------------------------------------- */
+/* --- device ---------------------------------------------------------------
+ */
 
 static VkLayerDeviceCreateInfo *
 find_device_link(const VkDeviceCreateInfo *info)
@@ -422,7 +427,8 @@ cm_CreateDevice(VkPhysicalDevice physical, const VkDeviceCreateInfo *info,
 
    PFN_vkGetInstanceProcAddr gipa =
       link->u.pLayerInfo->pfnNextGetInstanceProcAddr;
-   PFN_vkGetDeviceProcAddr gdpa = link->u.pLayerInfo->pfnNextGetDeviceProcAddr;
+   PFN_vkGetDeviceProcAddr gdpa =
+      link->u.pLayerInfo->pfnNextGetDeviceProcAddr;
    PFN_vkCreateDevice create =
       (PFN_vkCreateDevice)gipa(inst->instance, "vkCreateDevice");
    if (!create)
@@ -506,7 +512,8 @@ cm_DestroyDevice(VkDevice device, const VkAllocationCallbacks *alloc)
    destroy(device, alloc);
 }
 
-/* --- proc addresses ------------------------------------------------------- */
+/* --- proc addresses -------------------------------------------------------
+ */
 
 static VKAPI_ATTR PFN_vkVoidFunction VKAPI_CALL
 cm_GetDeviceProcAddr(VkDevice device, const char *name);
@@ -514,8 +521,8 @@ cm_GetDeviceProcAddr(VkDevice device, const char *name);
 static PFN_vkVoidFunction
 glue_proc(const char *name)
 {
-#define ENTRY(fn)                                                          \
-   if (!strcmp(name, "vk" #fn))                                            \
+#define ENTRY(fn)                                                            \
+   if (!strcmp(name, "vk" #fn))                                              \
       return (PFN_vkVoidFunction)cm_##fn;
    ENTRY(GetDeviceProcAddr)
    ENTRY(CreateDevice)

@@ -46,9 +46,11 @@ enum cm_pretend {
 struct cm_instance_dispatch {
    PFN_vkGetInstanceProcAddr GetInstanceProcAddr;
    PFN_vkDestroyInstance DestroyInstance;
-   PFN_vkEnumerateDeviceExtensionProperties EnumerateDeviceExtensionProperties;
+   PFN_vkEnumerateDeviceExtensionProperties
+      EnumerateDeviceExtensionProperties;
    PFN_vkGetPhysicalDeviceMemoryProperties GetPhysicalDeviceMemoryProperties;
-   PFN_vkGetPhysicalDeviceMemoryProperties2 GetPhysicalDeviceMemoryProperties2;
+   PFN_vkGetPhysicalDeviceMemoryProperties2
+      GetPhysicalDeviceMemoryProperties2;
    PFN_vkGetPhysicalDeviceMemoryProperties2KHR
       GetPhysicalDeviceMemoryProperties2KHR;
    PFN_vkGetPhysicalDeviceProperties GetPhysicalDeviceProperties;
@@ -65,38 +67,38 @@ struct cm_instance {
 };
 
 /* The device functions the layer intercepts, and what it calls below. */
-#define CM_DEVICE_FUNCS(X)                                                 \
-   X(GetDeviceProcAddr)                                                    \
-   X(DestroyDevice)                                                        \
-   X(AllocateMemory)                                                       \
-   X(FreeMemory)                                                           \
-   X(MapMemory)                                                            \
-   X(UnmapMemory)                                                          \
-   X(FlushMappedMemoryRanges)                                              \
-   X(InvalidateMappedMemoryRanges)                                         \
-   X(CreateBuffer)                                                         \
-   X(DestroyBuffer)                                                        \
-   X(CreateImage)                                                          \
-   X(DestroyImage)                                                         \
-   X(GetImageMemoryRequirements)                                           \
-   X(BindBufferMemory)                                                     \
-   X(BindBufferMemory2)                                                    \
-   X(BindBufferMemory2KHR)                                                 \
-   X(BindImageMemory)                                                      \
-   X(BindImageMemory2)                                                     \
-   X(BindImageMemory2KHR)                                                  \
-   X(QueueSubmit)                                                          \
-   X(QueueSubmit2)                                                         \
-   X(QueueSubmit2KHR)                                                      \
-   X(QueueBindSparse)                                                      \
-   X(WaitForFences)                                                        \
-   X(GetFenceStatus)                                                       \
-   X(QueueWaitIdle)                                                        \
-   X(DeviceWaitIdle)                                                       \
-   X(WaitSemaphores)                                                       \
-   X(WaitSemaphoresKHR)                                                    \
-   X(GetSemaphoreCounterValue)                                             \
-   X(GetSemaphoreCounterValueKHR)                                          \
+#define CM_DEVICE_FUNCS(X)                                                   \
+   X(GetDeviceProcAddr)                                                      \
+   X(DestroyDevice)                                                          \
+   X(AllocateMemory)                                                         \
+   X(FreeMemory)                                                             \
+   X(MapMemory)                                                              \
+   X(UnmapMemory)                                                            \
+   X(FlushMappedMemoryRanges)                                                \
+   X(InvalidateMappedMemoryRanges)                                           \
+   X(CreateBuffer)                                                           \
+   X(DestroyBuffer)                                                          \
+   X(CreateImage)                                                            \
+   X(DestroyImage)                                                           \
+   X(GetImageMemoryRequirements)                                             \
+   X(BindBufferMemory)                                                       \
+   X(BindBufferMemory2)                                                      \
+   X(BindBufferMemory2KHR)                                                   \
+   X(BindImageMemory)                                                        \
+   X(BindImageMemory2)                                                       \
+   X(BindImageMemory2KHR)                                                    \
+   X(QueueSubmit)                                                            \
+   X(QueueSubmit2)                                                           \
+   X(QueueSubmit2KHR)                                                        \
+   X(QueueBindSparse)                                                        \
+   X(WaitForFences)                                                          \
+   X(GetFenceStatus)                                                         \
+   X(QueueWaitIdle)                                                          \
+   X(DeviceWaitIdle)                                                         \
+   X(WaitSemaphores)                                                         \
+   X(WaitSemaphoresKHR)                                                      \
+   X(GetSemaphoreCounterValue)                                               \
+   X(GetSemaphoreCounterValueKHR)                                            \
    X(GetEventStatus)
 
 struct cm_device_dispatch {
@@ -179,7 +181,7 @@ struct cm_device {
     * "collect + upload" and "merge" of one memory never interleave (the
     * snapshot must stay what the driver memory was last given or gave). */
    pthread_mutex_t lock;
-   struct cm_map memories;        /* VkDeviceMemory → struct cm_memory * */
+   struct cm_map memories;         /* VkDeviceMemory → struct cm_memory * */
    struct cm_map writable_buffers; /* VkBuffer → size */
    struct cm_map writable_images;  /* VkImage → 1 */
    struct cm_memory **mapped;

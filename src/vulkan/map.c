@@ -135,8 +135,8 @@ cm_map_remove(struct cm_map *m, uint64_t key)
       if (!m->keys[j])
          break;
       uint32_t home = map_hash(m->keys[j]) & m->mask;
-      bool reachable = hole <= j ? (hole < home && home <= j)
-                                 : (hole < home || home <= j);
+      bool reachable =
+         hole <= j ? (hole < home && home <= j) : (hole < home || home <= j);
       if (reachable)
          continue;
       m->keys[hole] = m->keys[j];

@@ -105,7 +105,8 @@ buffer_write_usage(VkBufferUsageFlags usage)
       VK_BUFFER_USAGE_TRANSFER_SRC_BIT |
       VK_BUFFER_USAGE_UNIFORM_TEXEL_BUFFER_BIT |
       VK_BUFFER_USAGE_UNIFORM_BUFFER_BIT | VK_BUFFER_USAGE_INDEX_BUFFER_BIT |
-      VK_BUFFER_USAGE_VERTEX_BUFFER_BIT | VK_BUFFER_USAGE_INDIRECT_BUFFER_BIT |
+      VK_BUFFER_USAGE_VERTEX_BUFFER_BIT |
+      VK_BUFFER_USAGE_INDIRECT_BUFFER_BIT |
       VK_BUFFER_USAGE_CONDITIONAL_RENDERING_BIT_EXT;
    return (usage & ~read_only) != 0;
 }
@@ -137,7 +138,8 @@ find_memory(struct cm_device *dev, VkDeviceMemory handle)
    return (struct cm_memory *)(uintptr_t)v;
 }
 
-/* --- device set-up -------------------------------------------------------- */
+/* --- device set-up --------------------------------------------------------
+ */
 
 void
 cm_shadow_fix_memory_properties(const struct cm_instance *inst,
@@ -164,8 +166,8 @@ cm_shadow_device_init(struct cm_device *dev)
    }
    VkPhysicalDeviceProperties pp;
    inst->next.GetPhysicalDeviceProperties(dev->physical, &pp);
-   dev->atom = pp.limits.nonCoherentAtomSize ? pp.limits.nonCoherentAtomSize
-                                             : 1;
+   dev->atom =
+      pp.limits.nonCoherentAtomSize ? pp.limits.nonCoherentAtomSize : 1;
 
    int ret = cohmap_context_create(NULL, &dev->ctx);
    if (ret)
@@ -236,14 +238,13 @@ stats_record(struct cm_device *dev, const struct cm_memory *mem)
 static void
 print_stats_line(const char *what, const struct cm_memory_stats *s)
 {
-   fprintf(stderr,
-           "cohmap: vulkan:   %s: %" PRIu64 " maps, %" PRIu64
-           " uploads, %" PRIu64 " bytes flushed, %" PRIu64
-           " merged, %" PRIu64 " conflicted, %" PRIu64
-           " atom-flushed, %" PRIu64 " atom-invalidated\n",
-           what, s->maps, s->flushes, s->bytes_flushed, s->bytes_merged,
-           s->bytes_conflicted, s->bytes_atom_flushed,
-           s->bytes_atom_invalidated);
+   fprintf(
+      stderr,
+      "cohmap: vulkan:   %s: %" PRIu64 " maps, %" PRIu64 " uploads, %" PRIu64
+      " bytes flushed, %" PRIu64 " merged, %" PRIu64 " conflicted, %" PRIu64
+      " atom-flushed, %" PRIu64 " atom-invalidated\n",
+      what, s->maps, s->flushes, s->bytes_flushed, s->bytes_merged,
+      s->bytes_conflicted, s->bytes_atom_flushed, s->bytes_atom_invalidated);
 }
 
 static void
@@ -332,7 +333,8 @@ cm_shadow_device_finish(struct cm_device *dev)
    dev->ctx = NULL;
 }
 
-/* --- flush/invalidate of the driver's mappings ---------------------------- */
+/* --- flush/invalidate of the driver's mappings ----------------------------
+ */
 
 /* Appends [offset, offset + size) of mem, widened to whole atoms and
  * clamped to the driver's mapping (the spec's rule for
@@ -390,7 +392,8 @@ scratch_bytes(const struct cm_device *dev, uint32_t first, uint32_t count)
    return bytes;
 }
 
-/* --- CPU → GPU ------------------------------------------------------------ */
+/* --- CPU → GPU ------------------------------------------------------------
+ */
 
 /* Copies what the CPU wrote to mem since the last upload into the
  * driver's mapping; appends the atom ranges to flush to dev->scratch.
@@ -420,8 +423,8 @@ upload_memory(struct cm_device *dev, struct cm_memory *mem, uint32_t *count)
          len = mem->map_len - off;
       memcpy(mem->driver_ptr + off, src + off, len);
       bytes += len;
-      if (mem->noncoherent && !scratch_add(dev, count, mem, mem->map_lo + off,
-                                           len)) {
+      if (mem->noncoherent &&
+          !scratch_add(dev, count, mem, mem->map_lo + off, len)) {
          /* Nothing is lost: the bytes are in the driver's mapping, and
           * requeued so the next submission flushes them again. */
          cohmap_region_requeue(mem->region, d.ranges + i, d.count - i);
@@ -443,8 +446,8 @@ upload_all(struct cm_device *dev)
    for (uint32_t i = 0; i < dev->mapped_count && res == VK_SUCCESS; i++)
       res = upload_memory(dev, dev->mapped[i], &count);
    if (count) {
-      VkResult r = dev->next.FlushMappedMemoryRanges(dev->device, count,
-                                                     dev->scratch);
+      VkResult r =
+         dev->next.FlushMappedMemoryRanges(dev->device, count, dev->scratch);
       for (uint32_t i = 0; i < count; i++) {
          struct cm_memory *mem = find_memory(dev, dev->scratch[i].memory);
          if (mem)
@@ -456,7 +459,8 @@ upload_all(struct cm_device *dev)
    return res;
 }
 
-/* --- GPU → CPU ------------------------------------------------------------ */
+/* --- GPU → CPU ------------------------------------------------------------
+ */
 
 /* Merges the GPU's writes to [lo, hi) (memory offsets) of mem into its
  * shadow, restricted to what the GPU can write.  Under dev->lock. */
@@ -539,7 +543,8 @@ observed_completion(struct cm_device *dev, uint64_t idle_upto)
    pthread_mutex_unlock(&dev->lock);
 }
 
-/* --- memory objects ------------------------------------------------------- */
+/* --- memory objects -------------------------------------------------------
+ */
 
 /* Memory another pointer, API or process can reach: see the DOC block. */
 static bool
@@ -679,21 +684,18 @@ cm_MapMemory(VkDevice device, VkDeviceMemory memory, VkDeviceSize offset,
    if (hi > mem->size)
       hi = mem->size;
    void *dptr = NULL;
-   VkResult res = dev->next.MapMemory(device, memory, lo,
-                                      hi == mem->size ? VK_WHOLE_SIZE
-                                                      : hi - lo,
-                                      flags, &dptr);
+   VkResult res = dev->next.MapMemory(
+      device, memory, lo, hi == mem->size ? VK_WHOLE_SIZE : hi - lo, flags,
+      &dptr);
    if (res != VK_SUCCESS) {
       pthread_mutex_unlock(&dev->lock);
       return res;
    }
 
    struct cohmap_region *region;
-   int ret = cohmap_region_create(dev->ctx, (size_t)(hi - lo),
-                                  COHMAP_METHOD_AUTO,
-                                  COHMAP_REGION_BYTE_EXACT |
-                                     COHMAP_REGION_FALLBACK,
-                                  &region);
+   int ret = cohmap_region_create(
+      dev->ctx, (size_t)(hi - lo), COHMAP_METHOD_AUTO,
+      COHMAP_REGION_BYTE_EXACT | COHMAP_REGION_FALLBACK, &region);
    if (ret || !mapped_add(dev, mem)) {
       if (!ret)
          cohmap_region_destroy(region);
@@ -767,18 +769,17 @@ filter_ranges(struct cm_device *dev, uint32_t count,
    uint32_t start = 0;
    pthread_mutex_lock(&dev->lock);
    for (uint32_t i = 0; i <= count; i++) {
-      struct cm_memory *mem = i < count ? find_memory(dev, ranges[i].memory)
-                                        : NULL;
+      struct cm_memory *mem =
+         i < count ? find_memory(dev, ranges[i].memory) : NULL;
       bool shadowed = mem && mem->region;
       if (i < count && !shadowed)
          continue;
       /* Pass the run of other memories before this one down as is. */
       if (i > start) {
-         VkResult r = invalidate
-                         ? dev->next.InvalidateMappedMemoryRanges(
-                              dev->device, i - start, ranges + start)
-                         : dev->next.FlushMappedMemoryRanges(
-                              dev->device, i - start, ranges + start);
+         VkResult r = invalidate ? dev->next.InvalidateMappedMemoryRanges(
+                                      dev->device, i - start, ranges + start)
+                                 : dev->next.FlushMappedMemoryRanges(
+                                      dev->device, i - start, ranges + start);
          if (r != VK_SUCCESS)
             res = r;
       }
@@ -787,9 +788,8 @@ filter_ranges(struct cm_device *dev, uint32_t count,
          /* An invalidate is the application asking for the GPU's
           * writes: merge them now, whatever observed completion. */
          VkDeviceSize lo = ranges[i].offset;
-         VkDeviceSize hi = ranges[i].size == VK_WHOLE_SIZE
-                              ? mem->size
-                              : lo + ranges[i].size;
+         VkDeviceSize hi =
+            ranges[i].size == VK_WHOLE_SIZE ? mem->size : lo + ranges[i].size;
          merge_memory(dev, mem, lo, hi);
       }
    }
@@ -821,7 +821,8 @@ cm_InvalidateMappedMemoryRanges(VkDevice device, uint32_t count,
    return filter_ranges(dev, count, ranges, true);
 }
 
-/* --- what the GPU can write ----------------------------------------------- */
+/* --- what the GPU can write -----------------------------------------------
+ */
 
 /* Adds [offset, offset + size) to mem's writable ranges, coalesced.
  * Under dev->lock. */
@@ -967,8 +968,7 @@ bound_buffer(struct cm_device *dev, VkBuffer buffer, VkDeviceMemory memory,
 {
    uint64_t size;
    pthread_mutex_lock(&dev->lock);
-   if (cm_map_get(&dev->writable_buffers, (uint64_t)(uintptr_t)buffer,
-                  &size))
+   if (cm_map_get(&dev->writable_buffers, (uint64_t)(uintptr_t)buffer, &size))
       mark_writable(dev, memory, offset, size);
    pthread_mutex_unlock(&dev->lock);
 }
@@ -1081,7 +1081,8 @@ cm_BindImageMemory2KHR(VkDevice device, uint32_t count,
    return bind_images2(device, count, infos, true);
 }
 
-/* --- submissions ---------------------------------------------------------- */
+/* --- submissions ----------------------------------------------------------
+ */
 
 static VkResult
 before_submit(struct cm_device *dev)
@@ -1212,7 +1213,8 @@ cm_QueueBindSparse(VkQueue queue, uint32_t count,
    return res;
 }
 
-/* --- host-observed completion --------------------------------------------- */
+/* --- host-observed completion ---------------------------------------------
+ */
 
 static VKAPI_ATTR VkResult VKAPI_CALL
 cm_WaitForFences(VkDevice device, uint32_t count, const VkFence *fences,
@@ -1302,7 +1304,8 @@ cm_GetSemaphoreCounterValue(VkDevice device, VkSemaphore semaphore,
    struct cm_device *dev = any_device(device);
    if (!dev)
       return VK_ERROR_INITIALIZATION_FAILED;
-   VkResult res = dev->next.GetSemaphoreCounterValue(device, semaphore, value);
+   VkResult res =
+      dev->next.GetSemaphoreCounterValue(device, semaphore, value);
    if (res == VK_SUCCESS && dev->mode == CM_MODE_SHADOW)
       observed_completion(dev, 0);
    return res;
@@ -1340,8 +1343,8 @@ cm_shadow_proc(const char *name)
    if (strncmp(name, "vk", 2))
       return NULL;
    name += 2;
-#define ENTRY(fn)                                                          \
-   if (!strcmp(name, #fn))                                                 \
+#define ENTRY(fn)                                                            \
+   if (!strcmp(name, #fn))                                                   \
       return (PFN_vkVoidFunction)cm_##fn;
    ENTRY(AllocateMemory)
    ENTRY(FreeMemory)

@@ -36,8 +36,8 @@ cmp_double(const void *a, const void *b)
 }
 
 static bool
-record_copy(VkCommandBuffer cb, VkBuffer src, VkDeviceSize off,
-            VkBuffer dst, VkDeviceSize dst_off, VkDeviceSize size)
+record_copy(VkCommandBuffer cb, VkBuffer src, VkDeviceSize off, VkBuffer dst,
+            VkDeviceSize dst_off, VkDeviceSize size)
 {
    VkCommandBufferBeginInfo bi = {
       .sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO,
@@ -95,8 +95,8 @@ run(struct vk *vk, bool stream, int iterations, double *us_per_iter)
       int f = stream ? i & 1 : 0;
       if (i < 0)
          f = 0;
-      VK_CHECK(vkWaitForFences(vk->device, 1, &fence[f], VK_TRUE,
-                               UINT64_MAX));
+      VK_CHECK(
+         vkWaitForFences(vk->device, 1, &fence[f], VK_TRUE, UINT64_MAX));
       VK_CHECK(vkResetFences(vk->device, 1, &fence[f]));
       VkDeviceSize off;
       if (stream) {
@@ -136,8 +136,9 @@ main(int argc, char **argv)
    if (argc < 3 || !vk_config_parse(argv[1], &config) ||
        config == VK_CONFIG_NONCOHERENT ||
        (strcmp(argv[2], "submit") && strcmp(argv[2], "stream"))) {
-      fprintf(stderr, "usage: %s none|shadow submit|stream [--iterations N] "
-                      "[--repeat R]\n",
+      fprintf(stderr,
+              "usage: %s none|shadow submit|stream [--iterations N] "
+              "[--repeat R]\n",
               argv[0]);
       return 2;
    }

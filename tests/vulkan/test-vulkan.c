@@ -31,7 +31,8 @@ static enum vk_config config;
 /* Set by a test that does not apply to this configuration. */
 static const char *skip_reason;
 
-/* --- helpers -------------------------------------------------------------- */
+/* --- helpers --------------------------------------------------------------
+ */
 
 static void
 copy_cmd(VkCommandBuffer cb, const struct vk_buffer *src,
@@ -45,8 +46,8 @@ copy_cmd(VkCommandBuffer cb, const struct vk_buffer *src,
 /* Copies size bytes of src to dst on the GPU and waits with a fence. */
 static bool
 gpu_copy(struct vk *vk, const struct vk_buffer *src, VkDeviceSize src_off,
-         const struct vk_buffer *dst, VkDeviceSize dst_off,
-         VkDeviceSize size, bool submit2)
+         const struct vk_buffer *dst, VkDeviceSize dst_off, VkDeviceSize size,
+         bool submit2)
 {
    VkCommandBuffer cb;
    if (!vk_cmd_begin(vk, &cb))
@@ -84,9 +85,11 @@ capture_end(struct capture *c)
       text[0] = '\0';
    fclose(c->file);
    /* Shown in the test log, as TAP comments. */
-   for (char *line = strtok(text[0] ? strdup(text) : NULL, "\n"); line;
-        line = strtok(NULL, "\n"))
-      printf("# stderr: %s\n", line);
+   for (const char *line = text; *line;) {
+      size_t len = strcspn(line, "\n");
+      printf("# stderr: %.*s\n", (int)len, line);
+      line += len + (line[len] == '\n');
+   }
    return text;
 }
 
@@ -108,7 +111,8 @@ device_stat(const char *text, const char *label)
    return strtoull(p, NULL, 10);
 }
 
-/* --- CPU → GPU ------------------------------------------------------------ */
+/* --- CPU → GPU ------------------------------------------------------------
+ */
 
 enum pattern { RANDOM, SPARSE, DENSE, WHOLE, NONE, PATTERN_COUNT };
 static const char *const pattern_names[] = {"random", "sparse", "dense",
@@ -176,7 +180,8 @@ test_cpu_to_gpu(struct vk *vk)
    return ok;
 }
 
-/* --- GPU → CPU ------------------------------------------------------------ */
+/* --- GPU → CPU ------------------------------------------------------------
+ */
 
 static bool
 test_gpu_to_cpu(struct vk *vk)
@@ -224,8 +229,8 @@ test_gpu_to_cpu(struct vk *vk)
          .dstAccessMask = VK_ACCESS_TRANSFER_WRITE_BIT,
       };
       vkCmdPipelineBarrier(cb, VK_PIPELINE_STAGE_TRANSFER_BIT,
-                           VK_PIPELINE_STAGE_TRANSFER_BIT, 0, 1, &mb, 0,
-                           NULL, 0, NULL);
+                           VK_PIPELINE_STAGE_TRANSFER_BIT, 0, 1, &mb, 0, NULL,
+                           0, NULL);
       copy_cmd(cb, &src, copy_off, &dst, copy_off, copy_len);
       memcpy(model + copy_off, src.map + copy_off, copy_len);
 
@@ -242,7 +247,8 @@ test_gpu_to_cpu(struct vk *vk)
    return ok;
 }
 
-/* --- CPU and GPU on disjoint bytes of the same pages ---------------------- */
+/* --- CPU and GPU on disjoint bytes of the same pages ----------------------
+ */
 
 static bool
 test_disjoint(struct vk *vk)
@@ -274,8 +280,8 @@ test_disjoint(struct vk *vk)
          .dstAccessMask = VK_ACCESS_HOST_READ_BIT,
       };
       vkCmdPipelineBarrier(cb, VK_PIPELINE_STAGE_TRANSFER_BIT,
-                           VK_PIPELINE_STAGE_HOST_BIT, 0, 1, &mb, 0, NULL,
-                           0, NULL);
+                           VK_PIPELINE_STAGE_HOST_BIT, 0, 1, &mb, 0, NULL, 0,
+                           NULL);
       VK_CHECK(vkEndCommandBuffer(cb));
       VkFenceCreateInfo fci = {.sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
       VkFence fence;
@@ -304,7 +310,8 @@ test_disjoint(struct vk *vk)
    return ok;
 }
 
-/* --- a buffer inside a larger memory, mapped at an offset ------------------ */
+/* --- a buffer inside a larger memory, mapped at an offset ------------------
+ */
 
 static bool
 test_offset_map(struct vk *vk)
@@ -320,16 +327,15 @@ test_offset_map(struct vk *vk)
                        VK_BUFFER_USAGE_TRANSFER_SRC_BIT |
                           VK_BUFFER_USAGE_TRANSFER_DST_BIT,
                        mem, buf_off, &b) ||
-       !vk_buffer_create(vk, buf_size, VK_BUFFER_USAGE_TRANSFER_DST_BIT,
-                         true, &check))
+       !vk_buffer_create(vk, buf_size, VK_BUFFER_USAGE_TRANSFER_DST_BIT, true,
+                         &check))
       return false;
    VkPhysicalDeviceProperties props;
    vkGetPhysicalDeviceProperties(vk->physical, &props);
 
    uint8_t *p;
    VK_CHECK(vkMapMemory(vk->device, mem, map_off, map_size, 0, (void **)&p));
-   VK_EXPECT(((uintptr_t)p - map_off) %
-                   props.limits.minMemoryMapAlignment ==
+   VK_EXPECT(((uintptr_t)p - map_off) % props.limits.minMemoryMapAlignment ==
                 0,
              "pointer - offset aligned to %zu",
              (size_t)props.limits.minMemoryMapAlignment);
@@ -340,9 +346,9 @@ test_offset_map(struct vk *vk)
    tu_rng_fill(&rng, model, buf_size);
    memcpy(bp, model, buf_size);
 
-   bool ok = gpu_copy(vk, &b, 0, &check, 0, buf_size, false) &&
-             vk_bytes_equal("CPU → GPU at an offset", check.map, model,
-                            buf_size);
+   bool ok =
+      gpu_copy(vk, &b, 0, &check, 0, buf_size, false) &&
+      vk_bytes_equal("CPU → GPU at an offset", check.map, model, buf_size);
    if (ok) {
       VkCommandBuffer cb;
       ok = vk_cmd_begin(vk, &cb);
@@ -350,8 +356,7 @@ test_offset_map(struct vk *vk)
          vkCmdFillBuffer(cb, b.buffer, 1024, 1024, 0xa5a5a5a5u);
          memset(model + 1024, 0xa5, 1024);
          ok = vk_cmd_submit(vk, cb, VK_COMPLETE_FENCE_WAIT, false) &&
-              vk_bytes_equal("GPU → CPU at an offset", bp, model,
-                             buf_size) &&
+              vk_bytes_equal("GPU → CPU at an offset", bp, model, buf_size) &&
               vk_cmd_release(vk, cb);
       }
    }
@@ -364,7 +369,8 @@ test_offset_map(struct vk *vk)
    return ok;
 }
 
-/* --- unmap and map again: the data stays ----------------------------------- */
+/* --- unmap and map again: the data stays -----------------------------------
+ */
 
 static bool
 test_remap(struct vk *vk)
@@ -403,7 +409,8 @@ test_remap(struct vk *vk)
       if (ok && vk_cmd_begin(vk, &cb)) {
          vkCmdFillBuffer(cb, buf.buffer, 65536, 4096, 0x5a000000u + round);
          for (int i = 0; i < 4096; i++)
-            model[65536 + i] = (uint8_t)((0x5a000000u + round) >> (8 * (i % 4)));
+            model[65536 + i] =
+               (uint8_t)((0x5a000000u + round) >> (8 * (i % 4)));
          ok = vk_cmd_run(vk, cb);
       }
    }
@@ -413,7 +420,8 @@ test_remap(struct vk *vk)
    return ok;
 }
 
-/* --- several threads write, two threads submit ----------------------------- */
+/* --- several threads write, two threads submit -----------------------------
+ */
 
 struct writer {
    uint8_t *map;
@@ -471,18 +479,18 @@ submitter_main(void *arg)
          .commandBufferCount = 1,
          .pCommandBuffers = &cb,
       };
-      s->ok = vkAllocateCommandBuffers(s->vk->device, &cai, &cb) ==
-                 VK_SUCCESS &&
-              vkBeginCommandBuffer(cb, &bi) == VK_SUCCESS;
+      s->ok =
+         vkAllocateCommandBuffers(s->vk->device, &cai, &cb) == VK_SUCCESS &&
+         vkBeginCommandBuffer(cb, &bi) == VK_SUCCESS;
       if (!s->ok)
          break;
       copy_cmd(cb, s->src, 0, s->dst, 0, s->src->size);
-      s->ok = vkEndCommandBuffer(cb) == VK_SUCCESS &&
-              vkCreateFence(s->vk->device, &fci, NULL, &fence) ==
-                 VK_SUCCESS &&
-              vkQueueSubmit(s->queue, 1, &si, fence) == VK_SUCCESS &&
-              vkWaitForFences(s->vk->device, 1, &fence, VK_TRUE,
-                              UINT64_MAX) == VK_SUCCESS;
+      s->ok =
+         vkEndCommandBuffer(cb) == VK_SUCCESS &&
+         vkCreateFence(s->vk->device, &fci, NULL, &fence) == VK_SUCCESS &&
+         vkQueueSubmit(s->queue, 1, &si, fence) == VK_SUCCESS &&
+         vkWaitForFences(s->vk->device, 1, &fence, VK_TRUE, UINT64_MAX) ==
+            VK_SUCCESS;
       vkDestroyFence(s->vk->device, fence, NULL);
       vkFreeCommandBuffers(s->vk->device, s->pool, 1, &cb);
    }
@@ -550,7 +558,8 @@ test_threads(struct vk *vk)
    return ok;
 }
 
-/* --- 1000 small allocations ------------------------------------------------ */
+/* --- 1000 small allocations ------------------------------------------------
+ */
 
 static bool
 test_many_small(struct vk *vk)
@@ -589,7 +598,8 @@ test_many_small(struct vk *vk)
    return ok;
 }
 
-/* --- vkFreeMemory while mapped --------------------------------------------- */
+/* --- vkFreeMemory while mapped ---------------------------------------------
+ */
 
 static bool
 test_free_mapped(struct vk *vk)
@@ -608,7 +618,8 @@ test_free_mapped(struct vk *vk)
    return test_cpu_to_gpu(vk);
 }
 
-/* --- the application's allocator ------------------------------------------- */
+/* --- the application's allocator -------------------------------------------
+ */
 
 static long outstanding, total_allocs;
 
@@ -656,7 +667,8 @@ test_allocator(struct vk *vk)
    return test_gpu_to_cpu(vk);
 }
 
-/* --- knobs and bad input --------------------------------------------------- */
+/* --- knobs and bad input ---------------------------------------------------
+ */
 
 static bool
 test_stats(struct vk *vk)
@@ -774,7 +786,8 @@ test_atoms(struct vk *vk)
    return vk_init(vk, config);
 }
 
-/* --- main ------------------------------------------------------------------ */
+/* --- main ------------------------------------------------------------------
+ */
 
 struct test {
    const char *name;
@@ -836,7 +849,8 @@ main(int argc, char **argv)
       ok = ok && t->fn(&vk);
       vk_finish(&vk);
       if (vk_validation_messages != before) {
-         printf("# %u validation messages\n", vk_validation_messages - before);
+         printf("# %u validation messages\n",
+                vk_validation_messages - before);
          ok = false;
       }
       if (use_alloc && outstanding != 0) {

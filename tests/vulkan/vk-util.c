@@ -14,7 +14,7 @@ bool vk_force_layer;
 unsigned vk_validation_messages;
 bool vk_test_failed;
 
-#define LAYER_COHMAP "VK_LAYER_COHMAP_coherent_memory"
+#define LAYER_COHMAP     "VK_LAYER_COHMAP_coherent_memory"
 #define LAYER_VALIDATION "VK_LAYER_KHRONOS_validation"
 
 static const char *const config_names[] = {

@@ -74,25 +74,25 @@ extern bool vk_force_layer;
 extern unsigned vk_validation_messages;
 extern bool vk_test_failed;
 
-#define VK_CHECK(expr)                                                     \
-   do {                                                                    \
-      VkResult res_ = (expr);                                              \
-      if (res_ != VK_SUCCESS) {                                            \
-         printf("# %s:%d: %s = %d\n", __FILE__, __LINE__, #expr, res_);    \
-         vk_test_failed = true;                                            \
-         return false;                                                     \
-      }                                                                    \
+#define VK_CHECK(expr)                                                       \
+   do {                                                                      \
+      VkResult res_ = (expr);                                                \
+      if (res_ != VK_SUCCESS) {                                              \
+         printf("# %s:%d: %s = %d\n", __FILE__, __LINE__, #expr, res_);      \
+         vk_test_failed = true;                                              \
+         return false;                                                       \
+      }                                                                      \
    } while (0)
 
-#define VK_EXPECT(cond, ...)                                               \
-   do {                                                                    \
-      if (!(cond)) {                                                       \
-         printf("# %s:%d: expected %s: ", __FILE__, __LINE__, #cond);      \
-         printf(__VA_ARGS__);                                              \
-         printf("\n");                                                     \
-         vk_test_failed = true;                                            \
-         return false;                                                     \
-      }                                                                    \
+#define VK_EXPECT(cond, ...)                                                 \
+   do {                                                                      \
+      if (!(cond)) {                                                         \
+         printf("# %s:%d: expected %s: ", __FILE__, __LINE__, #cond);        \
+         printf(__VA_ARGS__);                                                \
+         printf("\n");                                                       \
+         vk_test_failed = true;                                              \
+         return false;                                                       \
+      }                                                                      \
    } while (0)
 
 /* Sets the environment for config (before vk_init). */
@@ -157,7 +157,7 @@ bool vk_cmd_release(struct vk *vk, VkCommandBuffer cb);
 bool vk_cmd_run(struct vk *vk, VkCommandBuffer cb);
 
 /* Compares and prints the first difference. */
-bool vk_bytes_equal(const char *what, const uint8_t *got,
-                    const uint8_t *want, size_t size);
+bool vk_bytes_equal(const char *what, const uint8_t *got, const uint8_t *want,
+                    size_t size);
 
 #endif
