@@ -1228,27 +1228,84 @@ cohmap_region_policy_estimate(struct cohmap_region *r,
 
 /* Stores dev's bytes into memory and snapshot where the device changed
  * them and the CPU did not, byte by byte: a wider store would also write
- * bytes the CPU may be storing to at this moment. */
+ * bytes the CPU may be storing to at this moment.  (Byte compare-and-swap
+ * needs no more than GCC's and Clang's __atomic builtins, which every
+ * target Mesa supports has for one byte.) */
 static void
 merge_bytes(uint8_t *mem, uint8_t *snap, const uint8_t *dev, size_t n,
             size_t *merged, size_t *conflicts)
 {
    for (size_t i = 0; i < n; i++) {
-      if (dev[i] == snap[i])
+      /* One read of the device byte: dev may be live device memory (the
+       * Vulkan layer's driver mapping) that a later submission changes,
+       * and memory and snapshot must get the same value. */
+      uint8_t d = dev[i];
+      if (d == snap[i])
          continue;
-      if (mem[i] == snap[i]) {
-         mem[i] = dev[i];
-         snap[i] = dev[i];
+      /* Compare-and-swap, not a check then a store: another thread's
+       * store landing between the two would be overwritten by the GPU's
+       * older value, and "a merge never overwrites a CPU store" broken. */
+      uint8_t expected = snap[i];
+      if (__atomic_compare_exchange_n(&mem[i], &expected, d, false,
+                                      __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+         snap[i] = d;
          (*merged)++;
       } else {
          /* The CPU's store since the last upload wins, so memory keeps
-          * it; but the device now holds dev. Remember that, or a CPU
-          * that stores the old value back would compare equal to the
-          * snapshot and never be uploaded over the GPU's byte. */
-         snap[i] = dev[i];
+          * it; but the device now holds d. Remember that, or a CPU that
+          * stores the old value back would compare equal to the snapshot
+          * and never be uploaded over the GPU's byte. */
+         snap[i] = d;
          (*conflicts)++;
       }
    }
+}
+
+/* Bytes of x that are not zero. */
+static unsigned
+nonzero_bytes(uint64_t x)
+{
+   unsigned count = 0;
+   for (; x; x >>= 8)
+      count += (x & 0xff) != 0;
+   return count;
+}
+
+/* merge_bytes() a word at a time where it can: where the CPU changed none
+ * of a word's eight bytes, one 8-byte compare-and-swap stores the device's
+ * word (an eighth of the atomics); a word the CPU touched, or that a store
+ * races with, goes byte by byte. */
+static void
+merge_words(uint8_t *mem, uint8_t *snap, const uint8_t *dev, size_t n,
+            size_t *merged, size_t *conflicts)
+{
+   size_t i = 0;
+   while (i < n && ((uintptr_t)(mem + i) % 8)) {
+      merge_bytes(mem + i, snap + i, dev + i, 1, merged, conflicts);
+      i++;
+   }
+   for (; i + 8 <= n; i += 8) {
+      uint64_t s, d;
+      memcpy(&s, snap + i, 8);
+      memcpy(&d, dev + i, 8);
+      if (s == d)
+         continue;
+      uint64_t expected = s;
+      uint64_t *word = (uint64_t *)(void *)(mem + i);
+      if (__atomic_compare_exchange_n(word, &expected, d, false,
+                                      __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+         memcpy(snap + i, &d, 8);
+         *merged += nonzero_bytes(s ^ d);
+      } else {
+         /* dev + i is read again there: copy the word read above so the
+          * bytes agree with the word test. */
+         uint8_t dw[8];
+         memcpy(dw, &d, 8);
+         merge_bytes(mem + i, snap + i, dw, 8, merged, conflicts);
+      }
+   }
+   if (i < n)
+      merge_bytes(mem + i, snap + i, dev + i, n - i, merged, conflicts);
 }
 
 int
@@ -1280,7 +1337,7 @@ cohmap_region_merge(struct cohmap_region *r, size_t offset, const void *dev,
    for (size_t blk = 0; blk < length; blk += BLOCK) {
       size_t n = length - blk < BLOCK ? length - blk : BLOCK;
       if (memcmp(d + blk, snap + blk, n) != 0)
-         merge_bytes(mem + blk, snap + blk, d + blk, n, merged, conflicts);
+         merge_words(mem + blk, snap + blk, d + blk, n, merged, conflicts);
    }
    r->stats.tracking_ns += cohmap_now_ns() - t0;
    pthread_mutex_unlock(&r->lock);
