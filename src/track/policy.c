@@ -177,6 +177,17 @@
  * collect here (its estimate is still half the old one). */
 #define POLICY_URGENT_RATIO 3
 
+/* A region that leaves scan or fault for cost within POLICY_TRAP_SHORT_STAY
+ * collects of arriving keeps away from both for POLICY_TRAP_BACKOFF_MIN
+ * collects, doubled at each such short stay up to POLICY_TRAP_BACKOFF_MAX.
+ * Without it a 1 MiB region with one dirty page per collect cycled
+ * full -> scan -> full every six collects (22 switches in 80 submissions,
+ * at 3.7x compare's cost): on full, 16 page samples read "idle", and scan
+ * then saw the page. */
+#define POLICY_TRAP_SHORT_STAY  16
+#define POLICY_TRAP_BACKOFF_MIN 16
+#define POLICY_TRAP_BACKOFF_MAX 512
+
 /* Weight of the newest observation in the dirty estimate: half, so the
  * estimate follows a phase change within two or three collects. */
 #define POLICY_EWMA_WEIGHT 0.5
@@ -404,7 +415,21 @@ cohmap_policy_decide(struct cohmap_policy_state *ps,
          out->cost[m] = INFINITY;
    }
 
-   enum cohmap_method best = cheapest(out->cost, in->allowed, 0);
+   /* Back off from trapping methods the region just left (see
+    * POLICY_TRAP_BACKOFF_MIN). */
+   uint32_t traps_bits =
+      COHMAP_METHOD_BIT(COHMAP_METHOD_SCAN) |
+      COHMAP_METHOD_BIT(COHMAP_METHOD_FAULT);
+   bool on_trap = cur == COHMAP_METHOD_SCAN || cur == COHMAP_METHOD_FAULT;
+   uint32_t exclude = 0;
+   if (ps->trap_wait) {
+      ps->trap_wait--;
+      if (!on_trap)
+         exclude = traps_bits;
+   }
+   enum cohmap_method best = cheapest(out->cost, in->allowed, exclude);
+   if (best == COHMAP_METHOD_AUTO)
+      best = cheapest(out->cost, in->allowed, 0);
    if (best == COHMAP_METHOD_AUTO)
       return;
    best = prefer_compare(cfg, in, out->cost, best);
@@ -493,6 +518,20 @@ cohmap_policy_decide(struct cohmap_policy_state *ps,
       return;
    if (best == COHMAP_METHOD_FULL)
       ps->probe_interval = POLICY_PROBE_INTERVAL_MIN;
+   if (on_trap && !(traps_bits & COHMAP_METHOD_BIT(best))) {
+      /* Leaving a trap for cost: if the stay was short, the estimate that
+       * sent the region there was wrong (full's samples cannot tell one
+       * dirty page in 256 from none), and it would be sent there again. */
+      if (ps->since_switch < POLICY_TRAP_SHORT_STAY) {
+         uint32_t b = ps->trap_backoff ? 2 * ps->trap_backoff
+                                       : cfg->trap_backoff;
+         ps->trap_backoff =
+            b > POLICY_TRAP_BACKOFF_MAX ? POLICY_TRAP_BACKOFF_MAX : b;
+      } else {
+         ps->trap_backoff = 0;
+      }
+      ps->trap_wait = ps->trap_backoff;
+   }
    out->method = best;
 }
 
@@ -576,6 +615,7 @@ cohmap_policy_config_init(struct cohmap_policy_config *cfg)
    cfg->dwell = POLICY_DWELL_DEFAULT;
    cfg->confirm = POLICY_CONFIRM_DECISIONS;
    cfg->payback = POLICY_PAYBACK_COLLECTS;
+   cfg->trap_backoff = POLICY_TRAP_BACKOFF_MIN;
    cohmap_cost_model_default(&cfg->model);
 }
 

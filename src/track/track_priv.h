@@ -104,6 +104,7 @@ struct cohmap_policy_config {
    uint32_t dwell;      /* COHMAP_POLICY_DWELL */
    uint32_t confirm;    /* consecutive decisions before a switch */
    uint32_t payback;    /* collects a switch must pay for itself in */
+   uint32_t trap_backoff; /* first back-off from scan/fault; 0: none */
    struct cohmap_cost_model model;
    bool calibrated;         /* model measured in this process */
    uint64_t calibration_ns; /* what measuring it took (0: cached) */
@@ -126,6 +127,9 @@ struct cohmap_policy_state {
    double regret;         /* what staying cost during the streak, ns */
    uint32_t blind;        /* collects on full without a snapshot */
    uint32_t probe_interval;
+   /* Collects a trapping method (scan, fault) stays out of reach after the
+    * region left one quickly for cost, and the next such wait. */
+   uint32_t trap_wait, trap_backoff;
    bool probing;          /* switched away from full to measure */
 
    /* This collect switched; from full without a snapshot. */

@@ -364,6 +364,7 @@ test_hysteresis_model(void **state)
    s.cfg.confirm = 1;
    s.cfg.dwell = 0;
    s.cfg.payback = 0;
+   s.cfg.trap_backoff = 0;
    for (int i = 0; i < 200; i++)
       sim_collect(&s, i % 2 ? 24 : 4);
    printf("# alternating 4/24 pages, no hysteresis: %u switches\n",
@@ -606,6 +607,7 @@ test_hysteresis_region(void **state)
          ctx->policy.confirm = 1;
          ctx->policy.dwell = 0;
          ctx->policy.payback = 0;
+         ctx->policy.trap_backoff = 0;
       }
       struct cohmap_region *r;
       assert_int_equal(
@@ -764,6 +766,7 @@ test_concurrent(void **state)
    ctx->policy.confirm = 1;
    ctx->policy.dwell = 0;
    ctx->policy.payback = 0;
+   ctx->policy.trap_backoff = 0;
 
    struct cohmap_region *r;
    assert_int_equal(
