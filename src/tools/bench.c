@@ -216,14 +216,16 @@ struct repetitions {
 
 /* Default: a stable median for small cells (thousands of submissions),
  * at least 7 for big ones, so that a 256 MiB cell at 100 % stays a few
- * seconds.  Three warm-ups for auto and auto-fault (one for the others):
- * an adaptive method that waits for a few collects before switching has
- * switched before the clock starts. */
-static const struct repetitions default_reps = {3, 7, 5000,
+ * seconds.  At least eight warm-ups for auto and auto-fault (one for the
+ * others), then on until the policy settles (run_cell()): the policy's
+ * confirmation, dwell and payback hold a switch for 3-6 collects, during
+ * which "one method for 3 submissions" alone looks settled; with three
+ * the switch often landed in the timed submissions. */
+static const struct repetitions default_reps = {8, 7, 5000,
                                                 100ull * 1000 * 1000};
 /* --quick: a smoke run that still orders the methods, under a minute
  * on two busy cores. */
-static const struct repetitions quick_reps = {2, 5, 1000,
+static const struct repetitions quick_reps = {8, 5, 1000,
                                               10ull * 1000 * 1000};
 
 struct options {
