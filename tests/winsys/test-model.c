@@ -769,6 +769,8 @@ step_cpu_write(struct model *m)
    struct mbo *b = random_live(m, NULL);
    struct tu_rng *rng = &m->rng;
    size_t off, n;
+   if (!b)
+      return true;
    unsigned r = (unsigned)tu_rng_below(rng, 100);
 
    if (r < 25) {
@@ -1429,6 +1431,9 @@ step_flush_invalidate(struct model *m)
    if (what < 10) {
       /* On coherent BOs a flush does nothing, an invalidate merges. */
       struct mbo *b = random_live(m, is_coherent);
+      /* None may be live (all destroyed, the next created plain). */
+      if (!b)
+         return true;
       size_t n = run_length(rng, b->size);
       size_t off = (size_t)tu_rng_below(rng, b->size - n + 1);
       if (what < 5) {
