@@ -8,7 +8,10 @@
  *
  *   bench-vulkan CONFIG WORKLOAD [--iterations N] [--repeat R]
  *
- * CONFIG: none (no layer) or shadow (vk-util.h).  WORKLOAD:
+ * CONFIG: none (no layer), shadow (vk-util.h), or both: the two side by
+ * side in one process, repetitions alternating (none, shadow, none, ...),
+ * so that a noisy machine slows both alike; it also prints their ratio.
+ * WORKLOAD, or "all" for both:
  *
  *  - submit: a 64 MiB persistently mapped buffer; each iteration writes
  *    1 KiB at a random place of it, records a copy of those bytes into a
@@ -18,8 +21,10 @@
  *    frame's submission, two frames in flight (2000 frames).
  *
  * Prints one line per repetition and the median, in microseconds per
- * iteration, as "median_us=<value>" for scripts.  No validation layer:
- * this measures the cohmap layer against the bare driver.
+ * iteration, as "median_us=<value>" (one config) or
+ * "<workload> none_us=<v> shadow_us=<v> ratio=<v>" (both) for scripts.
+ * No validation layer: this measures the cohmap layer against the bare
+ * driver.
  */
 
 #include <stdlib.h>
@@ -129,46 +134,80 @@ run(struct vk *vk, bool stream, int iterations, double *us_per_iter)
    return true;
 }
 
+static double
+median(double *t, int n)
+{
+   qsort(t, (size_t)n, sizeof(double), cmp_double);
+   return t[n / 2];
+}
+
 int
 main(int argc, char **argv)
 {
-   enum vk_config config;
-   if (argc < 3 || !vk_config_parse(argv[1], &config) ||
-       config == VK_CONFIG_NONCOHERENT ||
-       (strcmp(argv[2], "submit") && strcmp(argv[2], "stream"))) {
+   enum vk_config configs[2];
+   int nconfigs = 1;
+   bool both = argc >= 2 && !strcmp(argv[1], "both");
+   bool all = argc >= 3 && !strcmp(argv[2], "all");
+   if (both) {
+      configs[0] = VK_CONFIG_NONE;
+      configs[1] = VK_CONFIG_SHADOW;
+      nconfigs = 2;
+   }
+   if (argc < 3 || (!both && !vk_config_parse(argv[1], &configs[0])) ||
+       (!both && configs[0] == VK_CONFIG_NONCOHERENT) ||
+       (strcmp(argv[2], "submit") && strcmp(argv[2], "stream") && !all)) {
       fprintf(stderr,
-              "usage: %s none|shadow submit|stream [--iterations N] "
-              "[--repeat R]\n",
+              "usage: %s none|shadow|both submit|stream|all "
+              "[--iterations N] [--repeat R]\n",
               argv[0]);
       return 2;
    }
-   bool stream = !strcmp(argv[2], "stream");
-   int iterations = stream ? 2000 : 10000, repeat = 5;
+   int iterations = 0, repeat = 5;
    for (int i = 3; i + 1 < argc; i += 2) {
       if (!strcmp(argv[i], "--iterations"))
          iterations = atoi(argv[i + 1]);
       else if (!strcmp(argv[i], "--repeat"))
          repeat = atoi(argv[i + 1]);
    }
-   if (iterations < 1 || repeat < 1 || repeat > 99) {
+   if (iterations < 0 || repeat < 1 || repeat > 99) {
       fprintf(stderr, "bench-vulkan: bad --iterations or --repeat\n");
       return 2;
    }
    vk_no_validation = true;
    vk_require_machine();
 
-   struct vk vk = {0};
-   if (!vk_init(&vk, config))
-      return 1;
-   double t[99];
-   for (int r = 0; r < repeat; r++) {
-      if (!run(&vk, stream, iterations, &t[r]))
+   /* Both instances live for the whole run; each config's environment
+    * is read when its instance is created. */
+   struct vk vk[2] = {{0}};
+   for (int c = 0; c < nconfigs; c++) {
+      if (!vk_init(&vk[c], configs[c]))
          return 1;
-      printf("%s %s: %d iterations, %.2f us each\n", vk_config_name(config),
-             argv[2], iterations, t[r]);
    }
-   vk_finish(&vk);
-   qsort(t, (size_t)repeat, sizeof(double), cmp_double);
-   printf("median_us=%.2f\n", t[repeat / 2]);
+   for (int w = 0; w < 2; w++) {
+      bool stream = w == 1;
+      if (!all && stream != !strcmp(argv[2], "stream"))
+         continue;
+      const char *name = stream ? "stream" : "submit";
+      int n = iterations ? iterations : stream ? 2000 : 10000;
+      double t[2][99];
+      for (int r = 0; r < repeat; r++) {
+         for (int c = 0; c < nconfigs; c++) {
+            if (!run(&vk[c], stream, n, &t[c][r]))
+               return 1;
+            printf("%s %s: %d iterations, %.2f us each\n",
+                   vk_config_name(configs[c]), name, n, t[c][r]);
+            fflush(stdout);
+         }
+      }
+      if (both) {
+         double a = median(t[0], repeat), b = median(t[1], repeat);
+         printf("%s none_us=%.2f shadow_us=%.2f ratio=%.2f\n", name, a, b,
+                b / a);
+      } else {
+         printf("median_us=%.2f\n", median(t[0], repeat));
+      }
+   }
+   for (int c = nconfigs - 1; c >= 0; c--)
+      vk_finish(&vk[c]);
    return 0;
 }
