@@ -20,6 +20,13 @@ REQUIRED_PACKAGES=(
 	libvulkan-dev           # the Vulkan layer: headers, loader
 	mesa-vulkan-drivers     # lavapipe, the layer tests' driver
 	vulkan-validationlayers # the layer tests run under validation
+	libepoxy-dev            # tests/gl: GL 4.4 entry points on EGL
+	libegl-dev              # tests/gl: EGL headers (surfaceless)
+	libegl-mesa0            # Mesa's EGL (surfaceless platform)
+	libgl1-mesa-dri         # zink, GL on Vulkan (suite gl, piglit)
+	piglit                  # bin/cohmap-piglit (suite piglit)
+	xvfb                    # cohmap piglit --platform glx, cohmap glmark2
+	glmark2-x11             # cohmap glmark2 (docs/benchmarks.md, gl)
 )
 
 COHMAP_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd -P)"
