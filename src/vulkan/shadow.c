@@ -251,16 +251,15 @@ static void
 print_stats(struct cm_device *dev)
 {
    const struct cm_memory_stats *t = &dev->total;
-   fprintf(stderr,
-           "cohmap: vulkan: device %p (shadow): %" PRIu64
-           " memories tracked, %" PRIu64 " submissions, %" PRIu64
-           " memory merges, %" PRIu64 " bytes flushed, %" PRIu64
-           " bytes merged, %" PRIu64 " conflicted, %" PRIu64
-           " atom-flushed, %" PRIu64 " atom-invalidated\n",
-           (void *)dev->device, dev->stat_memories, dev->stat_submits,
-           dev->stat_merges, t->bytes_flushed, t->bytes_merged,
-           t->bytes_conflicted, t->bytes_atom_flushed,
-           t->bytes_atom_invalidated);
+   fprintf(
+      stderr,
+      "cohmap: vulkan: device %p (%s): %" PRIu64 " memories tracked, %" PRIu64
+      " submissions, %" PRIu64 " memory merges, %" PRIu64
+      " bytes flushed, %" PRIu64 " bytes merged, %" PRIu64
+      " conflicted, %" PRIu64 " atom-flushed, %" PRIu64 " atom-invalidated\n",
+      (void *)dev->device, cm_mode_name(dev->mode), dev->stat_memories,
+      dev->stat_submits, dev->stat_merges, t->bytes_flushed, t->bytes_merged,
+      t->bytes_conflicted, t->bytes_atom_flushed, t->bytes_atom_invalidated);
    for (uint32_t i = 0; i < dev->top_count; i++) {
       char what[128];
       snprintf(what, sizeof(what), "memory of %" PRIu64 " bytes, type %u, %s",
@@ -895,7 +894,7 @@ cm_CreateBuffer(VkDevice device, const VkBufferCreateInfo *info,
    if (!dev)
       return VK_ERROR_INITIALIZATION_FAILED;
    VkResult res = dev->next.CreateBuffer(device, info, alloc, out);
-   if (res != VK_SUCCESS || dev->mode != CM_MODE_SHADOW ||
+   if (res != VK_SUCCESS || !cm_tracks_memory(dev) ||
        !buffer_write_usage(info->usage))
       return res;
    pthread_mutex_lock(&dev->lock);
@@ -917,7 +916,7 @@ cm_DestroyBuffer(VkDevice device, VkBuffer buffer,
    struct cm_device *dev = any_device(device);
    if (!dev)
       return;
-   if (dev->mode == CM_MODE_SHADOW && buffer) {
+   if (cm_tracks_memory(dev) && buffer) {
       pthread_mutex_lock(&dev->lock);
       cm_map_remove(&dev->writable_buffers, (uint64_t)(uintptr_t)buffer);
       pthread_mutex_unlock(&dev->lock);
@@ -933,7 +932,7 @@ cm_CreateImage(VkDevice device, const VkImageCreateInfo *info,
    if (!dev)
       return VK_ERROR_INITIALIZATION_FAILED;
    VkResult res = dev->next.CreateImage(device, info, alloc, out);
-   if (res != VK_SUCCESS || dev->mode != CM_MODE_SHADOW ||
+   if (res != VK_SUCCESS || !cm_tracks_memory(dev) ||
        !image_write_usage(info->usage))
       return res;
    pthread_mutex_lock(&dev->lock);
@@ -954,7 +953,7 @@ cm_DestroyImage(VkDevice device, VkImage image,
    struct cm_device *dev = any_device(device);
    if (!dev)
       return;
-   if (dev->mode == CM_MODE_SHADOW && image) {
+   if (cm_tracks_memory(dev) && image) {
       pthread_mutex_lock(&dev->lock);
       cm_map_remove(&dev->writable_images, (uint64_t)(uintptr_t)image);
       pthread_mutex_unlock(&dev->lock);
@@ -999,7 +998,7 @@ cm_BindBufferMemory(VkDevice device, VkBuffer buffer, VkDeviceMemory memory,
    if (!dev)
       return VK_ERROR_INITIALIZATION_FAILED;
    VkResult res = dev->next.BindBufferMemory(device, buffer, memory, offset);
-   if (res == VK_SUCCESS && dev->mode == CM_MODE_SHADOW)
+   if (res == VK_SUCCESS && cm_tracks_memory(dev))
       bound_buffer(dev, buffer, memory, offset);
    return res;
 }
@@ -1015,7 +1014,7 @@ bind_buffers2(VkDevice device, uint32_t count,
                       : dev->next.BindBufferMemory2(device, count, infos);
    /* On failure the buffers' memory is undefined (the spec): marking
     * them anyway only costs merges. */
-   if (dev->mode == CM_MODE_SHADOW) {
+   if (cm_tracks_memory(dev)) {
       for (uint32_t i = 0; i < count; i++)
          bound_buffer(dev, infos[i].buffer, infos[i].memory,
                       infos[i].memoryOffset);
@@ -1045,7 +1044,7 @@ cm_BindImageMemory(VkDevice device, VkImage image, VkDeviceMemory memory,
    if (!dev)
       return VK_ERROR_INITIALIZATION_FAILED;
    VkResult res = dev->next.BindImageMemory(device, image, memory, offset);
-   if (res == VK_SUCCESS && dev->mode == CM_MODE_SHADOW)
+   if (res == VK_SUCCESS && cm_tracks_memory(dev))
       bound_image(dev, image, memory, offset);
    return res;
 }
@@ -1059,7 +1058,7 @@ bind_images2(VkDevice device, uint32_t count,
       return VK_ERROR_INITIALIZATION_FAILED;
    VkResult res = khr ? dev->next.BindImageMemory2KHR(device, count, infos)
                       : dev->next.BindImageMemory2(device, count, infos);
-   if (dev->mode == CM_MODE_SHADOW) {
+   if (cm_tracks_memory(dev)) {
       for (uint32_t i = 0; i < count; i++)
          bound_image(dev, infos[i].image, infos[i].memory,
                      infos[i].memoryOffset);
@@ -1156,17 +1155,12 @@ cm_QueueSubmit2KHR(VkQueue queue, uint32_t count,
    return queue_submit2(queue, count, submits, fence, true);
 }
 
-static VKAPI_ATTR VkResult VKAPI_CALL
-cm_QueueBindSparse(VkQueue queue, uint32_t count,
-                   const VkBindSparseInfo *infos, VkFence fence)
+/* Sparse binds attach memory to resources the GPU may write (every mode
+ * that tracks memory). */
+void
+cm_sparse_mark_writable(struct cm_device *dev, uint32_t count,
+                        const VkBindSparseInfo *infos)
 {
-   struct cm_device *dev = any_device(queue);
-   if (!dev)
-      return VK_ERROR_INITIALIZATION_FAILED;
-   if (dev->mode != CM_MODE_SHADOW)
-      return dev->next.QueueBindSparse(queue, count, infos, fence);
-
-   /* Sparse binds attach memory to resources the GPU may write. */
    for (uint32_t i = 0; i < count; i++) {
       for (uint32_t b = 0; b < infos[i].bufferBindCount; b++) {
          const VkSparseBufferMemoryBindInfo *bi = &infos[i].pBufferBinds[b];
@@ -1204,7 +1198,19 @@ cm_QueueBindSparse(VkQueue queue, uint32_t count,
          pthread_mutex_unlock(&dev->lock);
       }
    }
+}
 
+static VKAPI_ATTR VkResult VKAPI_CALL
+cm_QueueBindSparse(VkQueue queue, uint32_t count,
+                   const VkBindSparseInfo *infos, VkFence fence)
+{
+   struct cm_device *dev = any_device(queue);
+   if (!dev)
+      return VK_ERROR_INITIALIZATION_FAILED;
+   if (dev->mode != CM_MODE_SHADOW)
+      return dev->next.QueueBindSparse(queue, count, infos, fence);
+
+   cm_sparse_mark_writable(dev, count, infos);
    VkResult res = before_submit(dev);
    if (res != VK_SUCCESS)
       return res;
@@ -1377,4 +1383,51 @@ cm_shadow_proc(const char *name)
    ENTRY(GetEventStatus)
 #undef ENTRY
    return NULL;
+}
+
+/* --- shared with the other modes (direct.c, devlocal.c) -------------------
+ */
+
+struct cm_memory *
+cm_find_memory(struct cm_device *dev, VkDeviceMemory handle)
+{
+   return find_memory(dev, handle);
+}
+
+bool
+cm_mapped_add(struct cm_device *dev, struct cm_memory *mem)
+{
+   return mapped_add(dev, mem);
+}
+
+void
+cm_mapped_remove(struct cm_device *dev, struct cm_memory *mem)
+{
+   mapped_remove(dev, mem);
+}
+
+bool
+cm_scratch_add(struct cm_device *dev, uint32_t *count, struct cm_memory *mem,
+               VkDeviceSize offset, VkDeviceSize size)
+{
+   return scratch_add(dev, count, mem, offset, size);
+}
+
+uint64_t
+cm_scratch_bytes(const struct cm_device *dev, uint32_t first, uint32_t count)
+{
+   return scratch_bytes(dev, first, count);
+}
+
+void
+cm_memory_free(struct cm_device *dev, struct cm_memory *mem,
+               const VkAllocationCallbacks *alloc)
+{
+   memory_free(dev, mem, alloc);
+}
+
+bool
+cm_shared_memory(const VkMemoryAllocateInfo *info)
+{
+   return shared_memory(info);
 }
