@@ -22,10 +22,10 @@
  * instance and device records (a short list under a global mutex: there
  * are few instances and devices, and a lookup is a couple of compares).
  *
- * Only shadowing devices get the layer's memory entry points from
+ * Only devices the layer works on get its memory entry points from
  * vkGetDeviceProcAddr; a pass-through device gets the driver's directly
  * and costs nothing.  This file is glue only; the memory logic is in
- * shadow.c.
+ * shadow.c, direct.c and devlocal.c.
  */
 
 #include <errno.h>
@@ -157,15 +157,20 @@ static const struct {
    const char *desc;
 } mode_table[] = {
    {"auto", CM_MODE_AUTO,
-    "shadow where the driver's host-visible memory is not coherent, "
+    "direct for host-visible types that are not coherent, device-local "
+    "for device-local types of a heap without host-visible ones, "
     "pass-through otherwise"},
    {"off", CM_MODE_OFF, "pass-through"},
    {"shadow", CM_MODE_SHADOW,
     "mapped memory is a tracked copy, synchronized at submit and at "
     "observed completion"},
-   {"direct", CM_MODE_DIRECT, "not implemented yet: runs as auto"},
+   {"direct", CM_MODE_DIRECT,
+    "non-coherent host-visible types made coherent: the driver's pointer, "
+    "the written bytes flushed at submit, GPU-writable ranges invalidated "
+    "at observed completion"},
    {"device-local", CM_MODE_DEVICE_LOCAL,
-    "not implemented yet: runs as auto"},
+    "device-local types made host-visible and coherent: tracked memory, "
+    "copied through staging at submit and at observed completion"},
 };
 
 static void
@@ -190,22 +195,24 @@ read_mode(void)
       return CM_MODE_AUTO;
    }
    for (size_t i = 0; i < sizeof(mode_table) / sizeof(mode_table[0]); i++) {
-      if (!strcasecmp(s, mode_table[i].name)) {
-         if (mode_table[i].mode == CM_MODE_DIRECT ||
-             mode_table[i].mode == CM_MODE_DEVICE_LOCAL) {
-            cm_log("warning: COHMAP_MODE=%s is not implemented yet; "
-                   "running as COHMAP_MODE=auto",
-                   mode_table[i].name);
-            return CM_MODE_AUTO;
-         }
+      if (!strcasecmp(s, mode_table[i].name))
          return mode_table[i].mode;
-      }
    }
    cm_log("error: COHMAP_MODE: unknown mode '%.40s' (auto, off, shadow, "
           "direct, device-local; COHMAP_MODE=help describes them); the "
           "layer passes everything through",
           s);
    return CM_MODE_OFF;
+}
+
+const char *
+cm_mode_name(enum cm_mode mode)
+{
+   for (size_t i = 0; i < sizeof(mode_table) / sizeof(mode_table[0]); i++) {
+      if (mode_table[i].mode == mode)
+         return mode_table[i].name;
+   }
+   return "?";
 }
 
 /* COHMAP_VK_PRETEND: test-only, see enum cm_pretend. */
@@ -217,8 +224,10 @@ read_pretend(void)
       return CM_PRETEND_NOTHING;
    if (!strcasecmp(s, "noncoherent"))
       return CM_PRETEND_NONCOHERENT;
+   if (!strcasecmp(s, "device-local"))
+      return CM_PRETEND_DEVICE_LOCAL;
    cm_log("error: COHMAP_VK_PRETEND: unknown value '%.40s' (none, "
-          "noncoherent); ignored",
+          "noncoherent, device-local); ignored",
           s);
    return CM_PRETEND_NOTHING;
 }
@@ -282,6 +291,7 @@ cm_CreateInstance(const VkInstanceCreateInfo *info,
    LOAD(GetPhysicalDeviceMemoryProperties2);
    LOAD(GetPhysicalDeviceMemoryProperties2KHR);
    LOAD(GetPhysicalDeviceProperties);
+   LOAD(GetPhysicalDeviceQueueFamilyProperties);
 #undef LOAD
 
    if (!registry_add((void **)instances, inst)) {
@@ -333,31 +343,31 @@ cm_EnumerateDeviceExtensionProperties(VkPhysicalDevice physical,
                                                         count, props);
 }
 
-/* Whether the layer shadows a device on this physical device: asked by
- * the memory-properties queries and by vkCreateDevice, which must agree. */
-static bool
-wants_shadow(struct cm_instance *inst, VkPhysicalDevice physical)
+/* The mode of a device on this physical device, never auto, and for
+ * direct and device-local what each memory type gets: asked by the
+ * memory-properties queries and by vkCreateDevice, which must agree. */
+static enum cm_mode
+device_mode(struct cm_instance *inst, VkPhysicalDevice physical,
+            enum cm_how how[VK_MAX_MEMORY_TYPES])
 {
-   switch (inst->mode) {
-   case CM_MODE_SHADOW:
-      return true;
-   case CM_MODE_OFF:
-      return false;
-   default:
-      break;
-   }
-   /* auto: shadow where some host-visible type is not coherent. */
-   if (inst->pretend & CM_PRETEND_NONCOHERENT)
-      return true;
+   if (inst->mode == CM_MODE_SHADOW || inst->mode == CM_MODE_OFF)
+      return inst->mode;
    VkPhysicalDeviceMemoryProperties p;
    inst->next.GetPhysicalDeviceMemoryProperties(physical, &p);
-   for (uint32_t i = 0; i < p.memoryTypeCount; i++) {
-      VkMemoryPropertyFlags f = p.memoryTypes[i].propertyFlags;
-      if ((f & VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT) &&
-          !(f & VK_MEMORY_PROPERTY_HOST_COHERENT_BIT))
-         return true;
-   }
-   return false;
+   return cm_modes_plan(inst->mode, inst->pretend, &p, how);
+}
+
+/* What the application sees of the memory types. */
+static void
+fix_memory_properties(struct cm_instance *inst, VkPhysicalDevice physical,
+                      VkPhysicalDeviceMemoryProperties *p)
+{
+   enum cm_how how[VK_MAX_MEMORY_TYPES];
+   enum cm_mode mode = device_mode(inst, physical, how);
+   if (mode == CM_MODE_SHADOW)
+      cm_shadow_fix_memory_properties(inst, p);
+   else if (mode != CM_MODE_OFF)
+      cm_modes_fix_memory_properties(how, p);
 }
 
 static VKAPI_ATTR void VKAPI_CALL
@@ -368,8 +378,7 @@ cm_GetPhysicalDeviceMemoryProperties(VkPhysicalDevice physical,
    if (!inst)
       return;
    inst->next.GetPhysicalDeviceMemoryProperties(physical, p);
-   if (wants_shadow(inst, physical))
-      cm_shadow_fix_memory_properties(inst, p);
+   fix_memory_properties(inst, physical, p);
 }
 
 static void
@@ -383,8 +392,7 @@ memory_properties2(VkPhysicalDevice physical,
       inst->next.GetPhysicalDeviceMemoryProperties2KHR(physical, p);
    else
       inst->next.GetPhysicalDeviceMemoryProperties2(physical, p);
-   if (wants_shadow(inst, physical))
-      cm_shadow_fix_memory_properties(inst, &p->memoryProperties);
+   fix_memory_properties(inst, physical, &p->memoryProperties);
 }
 
 static VKAPI_ATTR void VKAPI_CALL
@@ -405,15 +413,24 @@ cm_GetPhysicalDeviceMemoryProperties2KHR(VkPhysicalDevice physical,
  */
 
 static VkLayerDeviceCreateInfo *
-find_device_link(const VkDeviceCreateInfo *info)
+find_device_info(const VkDeviceCreateInfo *info, VkLayerFunction function)
 {
    for (const VkBaseInStructure *s = info->pNext; s; s = s->pNext) {
       VkLayerDeviceCreateInfo *l = (VkLayerDeviceCreateInfo *)s;
       if (s->sType == VK_STRUCTURE_TYPE_LOADER_DEVICE_CREATE_INFO &&
-          l->function == VK_LAYER_LINK_INFO)
+          l->function == function)
          return l;
    }
    return NULL;
+}
+
+static void
+device_finish(struct cm_device *dev)
+{
+   if (dev->mode == CM_MODE_DIRECT || dev->mode == CM_MODE_DEVICE_LOCAL)
+      cm_modes_device_finish(dev);
+   else
+      cm_shadow_device_finish(dev);
 }
 
 static VKAPI_ATTR VkResult VKAPI_CALL
@@ -421,7 +438,9 @@ cm_CreateDevice(VkPhysicalDevice physical, const VkDeviceCreateInfo *info,
                 const VkAllocationCallbacks *alloc, VkDevice *out)
 {
    struct cm_instance *inst = instance_from_key(cm_key(physical));
-   VkLayerDeviceCreateInfo *link = find_device_link(info);
+   VkLayerDeviceCreateInfo *link = find_device_info(info, VK_LAYER_LINK_INFO);
+   VkLayerDeviceCreateInfo *loader_data =
+      find_device_info(info, VK_LOADER_DATA_CALLBACK);
    if (!inst || !link || !link->u.pLayerInfo)
       return VK_ERROR_INITIALIZATION_FAILED;
 
@@ -454,6 +473,8 @@ cm_CreateDevice(VkPhysicalDevice physical, const VkDeviceCreateInfo *info,
    dev->key = cm_key(*out);
    dev->physical = physical;
    dev->instance = inst;
+   if (loader_data)
+      dev->set_loader_data = loader_data->u.pfnSetDeviceLoaderData;
    pthread_mutex_init(&dev->lock, NULL);
 #define LOAD(name) dev->next.name = (PFN_vk##name)gdpa(*out, "vk" #name);
    CM_DEVICE_FUNCS(LOAD)
@@ -472,22 +493,24 @@ cm_CreateDevice(VkPhysicalDevice physical, const VkDeviceCreateInfo *info,
    if (!dev->next.QueueSubmit2)
       dev->next.QueueSubmit2 = dev->next.QueueSubmit2KHR;
 
-   dev->mode = wants_shadow(inst, physical) ? CM_MODE_SHADOW : CM_MODE_OFF;
-   if (dev->mode == CM_MODE_SHADOW) {
-      res = cm_shadow_device_init(dev);
+   dev->mode = device_mode(inst, physical, dev->how);
+   if (dev->mode != CM_MODE_OFF) {
+      res = dev->mode == CM_MODE_SHADOW ? cm_shadow_device_init(dev)
+                                        : cm_modes_device_init(dev, info);
       if (res != VK_SUCCESS) {
-         /* Without its tracking context the layer cannot shadow: tell
-          * and step aside rather than fail the application. */
-         cm_log("warning: shadow mode unavailable (%s); passing this "
-                "device through",
-                cohmap_error_message());
+         /* Without its tracking context or its queues the layer cannot
+          * work: tell and step aside rather than fail the application
+          * (whose memory types then say more than the driver gives). */
+         cm_log("warning: %s mode unavailable (%s); passing this device "
+                "through",
+                cm_mode_name(dev->mode), cohmap_error_message());
          dev->mode = CM_MODE_OFF;
       }
    }
 
    if (!registry_add((void **)devices, dev)) {
       cm_log("error: more than %d Vulkan devices at once", CM_MAX_OBJECTS);
-      cm_shadow_device_finish(dev);
+      device_finish(dev);
       dev->next.DestroyDevice(*out, alloc);
       pthread_mutex_destroy(&dev->lock);
       cm_free(a, dev);
@@ -505,7 +528,7 @@ cm_DestroyDevice(VkDevice device, const VkAllocationCallbacks *alloc)
    if (!dev)
       return;
    registry_remove((void **)devices, dev);
-   cm_shadow_device_finish(dev);
+   device_finish(dev);
    PFN_vkDestroyDevice destroy = dev->next.DestroyDevice;
    pthread_mutex_destroy(&dev->lock);
    cm_free(alloc ? alloc : &dev->instance->alloc, dev);
@@ -550,10 +573,15 @@ cm_GetDeviceProcAddr(VkDevice device, const char *name)
 
    PFN_vkVoidFunction below = dev->next.GetDeviceProcAddr(device, name);
    /* Intercept only what the driver has (a NULL stays NULL: the
-    * extension is not enabled), and only when shadowing. */
-   if (!below || dev->mode != CM_MODE_SHADOW)
+    * extension is not enabled), and only on devices the layer works on.
+    * Direct and device-local devices share shadow mode's tracking of
+    * buffers, images and binds. */
+   if (!below || dev->mode == CM_MODE_OFF)
       return below;
-   PFN_vkVoidFunction ours = cm_shadow_proc(name);
+   PFN_vkVoidFunction ours =
+      dev->mode == CM_MODE_SHADOW ? NULL : cm_modes_proc(name);
+   if (!ours)
+      ours = cm_shadow_proc(name);
    return ours ? ours : below;
 }
 

@@ -5,8 +5,9 @@
 
 /*
  * VK_LAYER_COHMAP_coherent_memory: private structures shared by the loader
- * glue (layer.c) and the memory logic (shadow.c).  docs/vulkan.md is the
- * user-facing description; the theory is in shadow.c's DOC block.
+ * glue (layer.c) and the memory logic (shadow.c; direct.c and devlocal.c for
+ * the direct and device-local modes).  docs/vulkan.md is the user-facing
+ * description; the theory is in the DOC blocks of those files.
  */
 
 #ifndef COHMAP_VULKAN_LAYER_H
@@ -41,6 +42,19 @@ enum cm_pretend {
    /* Every memory type lacks HOST_COHERENT: the layer flushes and
     * invalidates the driver's mappings itself. */
    CM_PRETEND_NONCOHERENT = 1u << 0,
+   /* Every memory type is DEVICE_LOCAL only (not host-visible): the
+    * device-local mode emulates host-visible memory on it, copying
+    * through staging buffers of the driver's real host-visible type. */
+   CM_PRETEND_DEVICE_LOCAL = 1u << 1,
+};
+
+/* How the layer makes one memory type coherent (direct and device-local
+ * devices decide per type; a shadow device shadows every host-visible
+ * type). */
+enum cm_how {
+   CM_HOW_PASS = 0, /* left to the driver */
+   CM_HOW_DIRECT,   /* driver's pointer, flushed/invalidated by us */
+   CM_HOW_DEVLOCAL, /* tracked memory, copied through staging */
 };
 
 struct cm_instance_dispatch {
@@ -54,6 +68,8 @@ struct cm_instance_dispatch {
    PFN_vkGetPhysicalDeviceMemoryProperties2KHR
       GetPhysicalDeviceMemoryProperties2KHR;
    PFN_vkGetPhysicalDeviceProperties GetPhysicalDeviceProperties;
+   PFN_vkGetPhysicalDeviceQueueFamilyProperties
+      GetPhysicalDeviceQueueFamilyProperties;
 };
 
 struct cm_instance {
@@ -99,7 +115,22 @@ struct cm_instance {
    X(WaitSemaphoresKHR)                                                      \
    X(GetSemaphoreCounterValue)                                               \
    X(GetSemaphoreCounterValueKHR)                                            \
-   X(GetEventStatus)
+   X(GetEventStatus)                                                         \
+   X(GetDeviceQueue)                                                         \
+   X(GetBufferMemoryRequirements)                                            \
+   X(CreateCommandPool)                                                      \
+   X(DestroyCommandPool)                                                     \
+   X(AllocateCommandBuffers)                                                 \
+   X(FreeCommandBuffers)                                                     \
+   X(BeginCommandBuffer)                                                     \
+   X(EndCommandBuffer)                                                       \
+   X(ResetCommandBuffer)                                                     \
+   X(CmdCopyBuffer)                                                          \
+   X(CmdPipelineBarrier)                                                     \
+   X(CreateFence)                                                            \
+   X(DestroyFence)                                                           \
+   X(ResetFences)                                                            \
+   X(QueuePresentKHR)
 
 struct cm_device_dispatch {
 #define CM_DECLARE(name) PFN_vk##name name;
@@ -150,6 +181,16 @@ struct cm_memory {
 
    struct cm_memory_stats stats;
    enum cohmap_method last_method;
+
+   /* direct and device-local devices (direct.c, devlocal.c). */
+   enum cm_how how;
+   /* direct: the mapping could not be tracked (cohmap_region_wrap
+    * refused it): every submission flushes all of it. */
+   bool untracked;
+   /* device-local: a buffer over the whole memory, the source and
+    * destination of the staging copies; VK_NULL_HANDLE if none could be
+    * bound (the memory then cannot be mapped). */
+   VkBuffer whole;
 };
 
 /* What COHMAP_DEBUG=stats prints for a freed memory. */
@@ -169,9 +210,19 @@ struct cm_device {
    struct cm_instance *instance;
    VkAllocationCallbacks alloc;
    struct cm_device_dispatch next;
+   /* The loader's callback for dispatchable objects the layer creates
+    * below itself (device-local mode's command buffers and queues). */
+   PFN_vkSetDeviceLoaderData set_loader_data;
 
-   /* The mode this device runs in: shadow or off (pass-through). */
+   /* The mode this device runs in: shadow, direct, device-local or off
+    * (pass-through); never auto. */
    enum cm_mode mode;
+   /* direct and device-local: what the layer does with each type. */
+   enum cm_how how[VK_MAX_MEMORY_TYPES];
+   /* The driver's real memory types (staging buffers come from them). */
+   VkPhysicalDeviceMemoryProperties real_props;
+   /* device-local: queues, staging, copies (devlocal.c). */
+   struct cm_devlocal *devlocal;
    VkPhysicalDeviceMemoryProperties props; /* the driver's, as believed */
    VkDeviceSize atom;                      /* nonCoherentAtomSize */
    struct cohmap_context *ctx;
@@ -218,6 +269,17 @@ cm_key(const void *dispatchable)
    return *(void *const *)dispatchable;
 }
 
+/* "shadow", "direct", ...: the stats lines name the device's mode. */
+const char *cm_mode_name(enum cm_mode mode);
+
+/* Whether the layer keeps memory records (and what the GPU can write)
+ * for this device. */
+static inline bool
+cm_tracks_memory(const struct cm_device *dev)
+{
+   return dev->mode != CM_MODE_OFF;
+}
+
 /* shadow.c: set-up and tear-down of a device's shadow state. */
 VkResult cm_shadow_device_init(struct cm_device *dev);
 void cm_shadow_device_finish(struct cm_device *dev);
@@ -228,5 +290,59 @@ void cm_shadow_fix_memory_properties(const struct cm_instance *inst,
 /* shadow.c: the layer's entry point called name, for a device in shadow
  * mode, or NULL if the layer does not intercept it. */
 PFN_vkVoidFunction cm_shadow_proc(const char *name);
+
+/* shadow.c: pieces the other modes share (see the functions they wrap). */
+struct cm_memory *cm_find_memory(struct cm_device *dev,
+                                 VkDeviceMemory handle);
+bool cm_mapped_add(struct cm_device *dev, struct cm_memory *mem);
+void cm_mapped_remove(struct cm_device *dev, struct cm_memory *mem);
+bool cm_scratch_add(struct cm_device *dev, uint32_t *count,
+                    struct cm_memory *mem, VkDeviceSize offset,
+                    VkDeviceSize size);
+uint64_t cm_scratch_bytes(const struct cm_device *dev, uint32_t first,
+                          uint32_t count);
+void cm_memory_free(struct cm_device *dev, struct cm_memory *mem,
+                    const VkAllocationCallbacks *alloc);
+bool cm_shared_memory(const VkMemoryAllocateInfo *info);
+void cm_sparse_mark_writable(struct cm_device *dev, uint32_t count,
+                             const VkBindSparseInfo *infos);
+
+/* direct.c: the entry points of direct and device-local devices, which
+ * share shadow.c's buffer, image and bind tracking. */
+VkResult cm_modes_device_init(struct cm_device *dev,
+                              const VkDeviceCreateInfo *info);
+void cm_modes_device_finish(struct cm_device *dev);
+PFN_vkVoidFunction cm_modes_proc(const char *name);
+/* What a direct or device-local device does with each memory type of
+ * real (the driver's properties, as the pretend knob says), and the
+ * properties the application sees. */
+enum cm_mode cm_modes_plan(enum cm_mode mode, uint32_t pretend,
+                           const VkPhysicalDeviceMemoryProperties *real,
+                           enum cm_how how[VK_MAX_MEMORY_TYPES]);
+void cm_modes_fix_memory_properties(const enum cm_how how[],
+                                    VkPhysicalDeviceMemoryProperties *p);
+
+/* devlocal.c */
+VkResult cm_devlocal_init(struct cm_device *dev,
+                          const VkDeviceCreateInfo *info);
+void cm_devlocal_finish(struct cm_device *dev);
+/* Memory records: the whole-memory buffer.  _finish under dev->lock. */
+void cm_devlocal_memory_init(struct cm_device *dev, struct cm_memory *mem,
+                             const VkMemoryAllocateInfo *info);
+void cm_devlocal_memory_finish(struct cm_device *dev, struct cm_memory *mem);
+/* Copies [lo, lo + len) of the device memory into the new shadow. */
+VkResult cm_devlocal_load(struct cm_device *dev, struct cm_memory *mem);
+/* Uploads the CPU's writes to every mapped device-local memory, before
+ * work on queue (VK_NULL_HANDLE: the layer's own queue, and wait). */
+VkResult cm_devlocal_upload(struct cm_device *dev, VkQueue queue,
+                            struct cm_memory *only);
+/* Downloads and merges what the GPU may have written to mapped
+ * device-local memories (only: just that memory, within [lo, hi)). */
+void cm_devlocal_download(struct cm_device *dev, struct cm_memory *only,
+                          VkDeviceSize lo, VkDeviceSize hi);
+/* The lock of a queue the layer also submits to; VK_NULL_HANDLE or a
+ * queue the layer does not know: the layer's own queue's.  Always taken
+ * before dev->lock. */
+pthread_mutex_t *cm_devlocal_queue_lock(struct cm_device *dev, VkQueue queue);
 
 #endif

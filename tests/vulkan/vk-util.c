@@ -21,6 +21,8 @@ static const char *const config_names[] = {
    [VK_CONFIG_NONE] = "none",
    [VK_CONFIG_SHADOW] = "shadow",
    [VK_CONFIG_NONCOHERENT] = "noncoherent",
+   [VK_CONFIG_DIRECT] = "direct",
+   [VK_CONFIG_DEVICE_LOCAL] = "device-local",
    [VK_CONFIG_ENV] = "env",
 };
 
@@ -56,8 +58,16 @@ vk_config_env(enum vk_config config)
       unsetenv("COHMAP_VK_PRETEND");
       break;
    case VK_CONFIG_NONCOHERENT:
-      setenv("COHMAP_MODE", "auto", 1);
+      setenv("COHMAP_MODE", "shadow", 1);
       setenv("COHMAP_VK_PRETEND", "noncoherent", 1);
+      break;
+   case VK_CONFIG_DIRECT:
+      setenv("COHMAP_MODE", "direct", 1);
+      setenv("COHMAP_VK_PRETEND", "noncoherent", 1);
+      break;
+   case VK_CONFIG_DEVICE_LOCAL:
+      setenv("COHMAP_MODE", "device-local", 1);
+      setenv("COHMAP_VK_PRETEND", "device-local", 1);
       break;
    case VK_CONFIG_ENV:
       break;

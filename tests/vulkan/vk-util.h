@@ -18,9 +18,16 @@
  *
  *  - "none":        no cohmap layer (the baseline every test must pass);
  *  - "shadow":      COHMAP_MODE=shadow;
- *  - "noncoherent": COHMAP_MODE=auto with COHMAP_VK_PRETEND=noncoherent:
+ *  - "noncoherent": COHMAP_MODE=shadow with COHMAP_VK_PRETEND=noncoherent:
  *                   the layer believes lavapipe's memory is not coherent,
  *                   so it shadows and flushes/invalidates itself;
+ *  - "direct":      COHMAP_MODE=direct with COHMAP_VK_PRETEND=noncoherent:
+ *                   the application keeps lavapipe's pointer, the layer
+ *                   flushes and invalidates it;
+ *  - "device-local": COHMAP_MODE=device-local with
+ *                   COHMAP_VK_PRETEND=device-local: the layer believes
+ *                   lavapipe's memory is not host-visible, maps tracked
+ *                   memory and copies through staging buffers;
  *  - "env":         nothing set: the environment enables the layer or not
  *                   (`cohmap run`).
  *
@@ -42,6 +49,8 @@ enum vk_config {
    VK_CONFIG_NONE,
    VK_CONFIG_SHADOW,
    VK_CONFIG_NONCOHERENT,
+   VK_CONFIG_DIRECT,
+   VK_CONFIG_DEVICE_LOCAL,
    /* The environment decides (`cohmap run`, VK_INSTANCE_LAYERS): the
     * harness sets nothing and enables only validation itself. */
    VK_CONFIG_ENV,
