@@ -55,14 +55,14 @@ extern char **environ;
 static int test_count;
 static int test_failed;
 
-#define GL_EXPECT(cond, ...)                                                \
-   do {                                                                     \
-      if (!(cond)) {                                                        \
-         printf("# %s:%d: expected ", __FILE__, __LINE__);                  \
-         printf(__VA_ARGS__);                                               \
-         printf("\n");                                                      \
-         return false;                                                      \
-      }                                                                     \
+#define GL_EXPECT(cond, ...)                                                 \
+   do {                                                                      \
+      if (!(cond)) {                                                         \
+         printf("# %s:%d: expected ", __FILE__, __LINE__);                   \
+         printf(__VA_ARGS__);                                                \
+         printf("\n");                                                       \
+         return false;                                                       \
+      }                                                                      \
    } while (0)
 
 struct gl {
@@ -99,13 +99,16 @@ gl_init(struct gl *gl)
    }
    /* No config: the FBO is the only framebuffer. */
    const EGLint attribs[] = {
-      EGL_CONTEXT_MAJOR_VERSION, 4,
-      EGL_CONTEXT_MINOR_VERSION, 4,
-      EGL_CONTEXT_OPENGL_PROFILE_MASK, EGL_CONTEXT_OPENGL_CORE_PROFILE_BIT,
+      EGL_CONTEXT_MAJOR_VERSION,
+      4,
+      EGL_CONTEXT_MINOR_VERSION,
+      4,
+      EGL_CONTEXT_OPENGL_PROFILE_MASK,
+      EGL_CONTEXT_OPENGL_CORE_PROFILE_BIT,
       EGL_NONE,
    };
-   gl->ctx = eglCreateContext(gl->dpy, EGL_NO_CONFIG_KHR, EGL_NO_CONTEXT,
-                              attribs);
+   gl->ctx =
+      eglCreateContext(gl->dpy, EGL_NO_CONFIG_KHR, EGL_NO_CONTEXT, attribs);
    if (gl->ctx == EGL_NO_CONTEXT ||
        !eglMakeCurrent(gl->dpy, EGL_NO_SURFACE, EGL_NO_SURFACE, gl->ctx)) {
       snprintf(gl_error, sizeof(gl_error),
@@ -179,13 +182,13 @@ fence_wait(GLsync fence)
 
 /* --- ring: persistent coherent vertex ring ------------------------------ */
 
-#define RING_FB 256                         /* framebuffer side, pixels */
-#define RING_TILE 32                        /* one frame's tile */
+#define RING_FB            256 /* framebuffer side, pixels */
+#define RING_TILE          32  /* one frame's tile */
 #define RING_TILES_PER_ROW (RING_FB / RING_TILE)
-#define RING_TILES (RING_TILES_PER_ROW * RING_TILES_PER_ROW)
-#define RING_FRAMES (3 * RING_TILES)        /* three full framebuffers */
-#define RING_SEGMENTS 3
-#define RING_QUADS 4                        /* 2x2 sub-tiles per frame */
+#define RING_TILES         (RING_TILES_PER_ROW * RING_TILES_PER_ROW)
+#define RING_FRAMES        (3 * RING_TILES) /* three full framebuffers */
+#define RING_SEGMENTS      3
+#define RING_QUADS         4 /* 2x2 sub-tiles per frame */
 
 struct ring_vertex {
    float x, y;
@@ -194,7 +197,7 @@ struct ring_vertex {
 
 /* A segment is large (48 KiB) and each frame writes its vertices at a
  * frame-dependent place in it, so that the writes wander over pages. */
-#define RING_SEGMENT_VERTICES 4096
+#define RING_SEGMENT_VERTICES   4096
 #define RING_VERTICES_PER_FRAME (RING_QUADS * 6)
 
 static void
@@ -248,11 +251,10 @@ test_ring(void)
       "layout(location = 1) in vec4 color;\n"
       "out vec4 v_color;\n"
       "void main() { gl_Position = vec4(pos, 0.0, 1.0); v_color = color; }\n";
-   static const char *fs =
-      "#version 440 core\n"
-      "in vec4 v_color;\n"
-      "out vec4 frag;\n"
-      "void main() { frag = v_color; }\n";
+   static const char *fs = "#version 440 core\n"
+                           "in vec4 v_color;\n"
+                           "out vec4 frag;\n"
+                           "void main() { frag = v_color; }\n";
    GLuint prog = gl_program(vs, fs, NULL);
    GL_EXPECT(prog, "the ring program to link");
 
@@ -262,8 +264,8 @@ test_ring(void)
    glTexStorage2D(GL_TEXTURE_2D, 1, GL_RGBA8, RING_FB, RING_FB);
    glGenFramebuffers(1, &fbo);
    glBindFramebuffer(GL_FRAMEBUFFER, fbo);
-   glFramebufferTexture2D(GL_FRAMEBUFFER, GL_COLOR_ATTACHMENT0,
-                          GL_TEXTURE_2D, tex, 0);
+   glFramebufferTexture2D(GL_FRAMEBUFFER, GL_COLOR_ATTACHMENT0, GL_TEXTURE_2D,
+                          tex, 0);
    GL_EXPECT(glCheckFramebufferStatus(GL_FRAMEBUFFER) ==
                 GL_FRAMEBUFFER_COMPLETE,
              "a complete framebuffer");
@@ -278,8 +280,8 @@ test_ring(void)
    glGenBuffers(1, &vbo);
    glBindBuffer(GL_ARRAY_BUFFER, vbo);
    glBufferStorage(GL_ARRAY_BUFFER, RING_SEGMENTS * seg_bytes, NULL, flags);
-   struct ring_vertex *ring = glMapBufferRange(
-      GL_ARRAY_BUFFER, 0, RING_SEGMENTS * seg_bytes, flags);
+   struct ring_vertex *ring =
+      glMapBufferRange(GL_ARRAY_BUFFER, 0, RING_SEGMENTS * seg_bytes, flags);
    GL_EXPECT(ring, "a persistent coherent mapping (GL error 0x%x)",
              glGetError());
    glVertexAttribPointer(0, 2, GL_FLOAT, GL_FALSE, sizeof(struct ring_vertex),
@@ -305,17 +307,17 @@ test_ring(void)
             printf("# frame %u: glClientWaitSync failed\n", f);
       }
       /* Wander: frame f writes at a different offset of its segment. */
-      unsigned first = s * RING_SEGMENT_VERTICES +
-                       (f * 97u) % (RING_SEGMENT_VERTICES -
-                                    RING_VERTICES_PER_FRAME);
+      unsigned first =
+         s * RING_SEGMENT_VERTICES +
+         (f * 97u) % (RING_SEGMENT_VERTICES - RING_VERTICES_PER_FRAME);
       struct ring_vertex *v = ring + first;
       unsigned t = f % RING_TILES;
       float tile = 2.0f / RING_TILES_PER_ROW;
       for (unsigned q = 0; q < RING_QUADS; q++) {
-         float x0 = -1.0f + (t % RING_TILES_PER_ROW) * tile +
-                    (q & 1) * tile / 2;
-         float y0 = -1.0f + (t / RING_TILES_PER_ROW) * tile +
-                    (q >> 1) * tile / 2;
+         float x0 =
+            -1.0f + (t % RING_TILES_PER_ROW) * tile + (q & 1) * tile / 2;
+         float y0 =
+            -1.0f + (t / RING_TILES_PER_ROW) * tile + (q >> 1) * tile / 2;
          float x1 = x0 + tile / 2, y1 = y0 + tile / 2;
          const float corner[6][2] = {{x0, y0}, {x1, y0}, {x1, y1},
                                      {x0, y0}, {x1, y1}, {x0, y1}};
@@ -426,8 +428,7 @@ test_compute(void)
       if (bad) {
          unsigned i = first_bad;
          printf("# round %u: %u of %u groups wrong; group %u: "
-                "%08" PRIx32 " %08" PRIx32 " %08" PRIx32 " %08" PRIx32
-                "\n",
+                "%08" PRIx32 " %08" PRIx32 " %08" PRIx32 " %08" PRIx32 "\n",
                 round, bad, COMPUTE_GROUPS, i, v[4 * i], v[4 * i + 1],
                 v[4 * i + 2], v[4 * i + 3]);
          ok = false;
@@ -565,8 +566,7 @@ main(int argc, char **argv)
    } else if (layer) {
       long tracked = text ? memories_tracked(text) : -1;
       printf("# renderer '%s', %ld memories tracked\n", renderer, tracked);
-      report("layer in the path (stats: memories tracked > 0)",
-             tracked > 0);
+      report("layer in the path (stats: memories tracked > 0)", tracked > 0);
    }
    free(text);
    printf("1..%d\n", test_count);
