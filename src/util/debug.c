@@ -116,9 +116,14 @@ cohmap_debug_parse_uint(const char *str, uint64_t min, uint64_t max,
     * means. */
    if (!str || !*str)
       return -EINVAL;
+   /* Every character first: a non-digit is -EINVAL wherever it stands,
+    * also after more digits than fit (found by tests/fuzz/fuzz-knobs.c:
+    * "99999999999999999999x" gave -ERANGE). */
    for (const char *p = str; *p; p++) {
       if (*p < '0' || *p > '9')
          return -EINVAL;
+   }
+   for (const char *p = str; *p; p++) {
       if (__builtin_mul_overflow(v, 10, &v) ||
           __builtin_add_overflow(v, (uint64_t)(*p - '0'), &v))
          return -ERANGE;
