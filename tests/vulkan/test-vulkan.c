@@ -8,10 +8,10 @@
  *
  *   test-vulkan CONFIG [TEST...]
  *
- * CONFIG is none (no cohmap layer: the baseline), shadow or noncoherent
- * (vk-util.h).  Each test gets a fresh instance and device with the
- * validation layer and fails on any validation message.  Data checks
- * compare what the GPU copied out of a mapping (CPU → GPU) or what a
+ * CONFIG is none (no cohmap layer: the baseline), shadow, noncoherent,
+ * direct or device-local (vk-util.h).  Each test gets a fresh instance and
+ * device with the validation layer and fails on any validation message.  Data
+ * checks compare what the GPU copied out of a mapping (CPU → GPU) or what a
  * mapping shows after completion was observed (GPU → CPU) with a model in
  * plain memory; on lavapipe every mapping is coherent, so without the
  * layer they pass trivially, and with it they fail if the layer missed or
@@ -689,6 +689,15 @@ test_stats(struct vk *vk)
    VK_EXPECT(ok, "the test itself passed");
    VK_EXPECT(subs != UINT64_MAX, "a 'cohmap: vulkan: device' line");
    VK_EXPECT(subs == VK_COMPLETE_COUNT, "%" PRIu64 " submissions", subs);
+   if (config == VK_CONFIG_DIRECT) {
+      /* Direct mode merges nothing; what it flushes includes the bytes
+       * lavapipe wrote (docs/vulkan.md, direct mode): at most 13 KiB per
+       * submission. */
+      VK_EXPECT(merged == 0, "merged %" PRIu64, merged);
+      VK_EXPECT(flushed >= 60000 && flushed <= 2 * 65536 + 7 * 13312,
+                "flushed %" PRIu64, flushed);
+      return true;
+   }
    VK_EXPECT(merged > 0 && merged != UINT64_MAX, "merged %" PRIu64, merged);
    /* The source buffer was written once, 64 KiB of random bytes. */
    /* Plus the zeroes vk_buffer_create() wrote over recycled memory. */
@@ -786,6 +795,156 @@ test_atoms(struct vk *vk)
    return vk_init(vk, config);
 }
 
+/* Direct mode's flushes cover exactly the bytes that changed, widened to
+ * whole atoms, and its invalidations the GPU-writable ranges (config
+ * direct only).  What lavapipe writes goes through the CPU's page tables,
+ * so the collect before the invalidation reports it too: one more atom,
+ * which the test expects (on a real device the DMA leaves no trace). */
+static bool
+test_direct_atoms(struct vk *vk)
+{
+   if (config != VK_CONFIG_DIRECT) {
+      skip_reason = "only with the direct config";
+      return true;
+   }
+   vk_finish(vk);
+   setenv("COHMAP_DEBUG", "stats", 1);
+   bool ok = vk_init(vk, config);
+   unsetenv("COHMAP_DEBUG");
+   VK_EXPECT(ok, "init");
+   const VkDeviceSize mem_size = 1024 * 1024, dst_off = 512 * 1024,
+                      dst_size = 65536;
+   VkDeviceMemory mem;
+   struct vk_buffer src, dst;
+   uint8_t *p;
+   if (!vk_memory_alloc(vk, mem_size, &mem) ||
+       !vk_buffer_bind(vk, 4096, VK_BUFFER_USAGE_TRANSFER_SRC_BIT, mem, 0,
+                       &src) ||
+       !vk_buffer_bind(vk, dst_size, VK_BUFFER_USAGE_TRANSFER_DST_BIT, mem,
+                       dst_off, &dst))
+      return false;
+   VK_CHECK(vkMapMemory(vk->device, mem, 0, VK_WHOLE_SIZE, 0, (void **)&p));
+   /* Three atoms written: two bytes far apart, and four bytes of dst
+    * that the GPU copy will then change again. */
+   p[10] = (uint8_t)~p[10];
+   p[100000] = (uint8_t)~p[100000];
+   for (int k = 0; k < 4; k++)
+      p[dst_off + k] = (uint8_t)~p[8 + k];
+   uint8_t want[4];
+   memcpy(want, p + 8, 4);
+   VkCommandBuffer cb;
+   ok = vk_cmd_begin(vk, &cb);
+   if (ok) {
+      copy_cmd(cb, &src, 8, &dst, 0, 4);
+      ok = vk_cmd_run(vk, cb) && !memcmp(p + dst_off, want, 4);
+   }
+   vkUnmapMemory(vk->device, mem);
+   vk_buffer_destroy(vk, &src);
+   vk_buffer_destroy(vk, &dst);
+   vkFreeMemory(vk->device, mem, vk->alloc);
+   const uint64_t atom = vk->atom;
+   struct capture c;
+   capture_begin(&c);
+   vk_finish(vk);
+   char *text = capture_end(&c);
+   bool direct = strstr(text, "(direct)") != NULL;
+   uint64_t flushed = device_stat(text, " atom-flushed");
+   uint64_t invalidated = device_stat(text, " atom-invalidated");
+   uint64_t merges = device_stat(text, " memory merges");
+   free(text);
+   VK_EXPECT(ok, "the copy saw the CPU's bytes and the CPU the GPU's");
+   VK_EXPECT(direct, "a device in direct mode");
+   VK_EXPECT(flushed == 4 * atom, "atom-flushed %" PRIu64 ", atom %" PRIu64,
+             flushed, atom);
+   VK_EXPECT(merges >= 1 && invalidated == merges * dst_size,
+             "atom-invalidated %" PRIu64 " after %" PRIu64 " passes",
+             invalidated, merges);
+   return vk_init(vk, config);
+}
+
+/* The memory types the application sees, three ways. */
+static bool
+memory_types_agree(struct vk *vk, VkMemoryPropertyFlags *type0)
+{
+   VkPhysicalDeviceMemoryProperties p1;
+   VkPhysicalDeviceMemoryProperties2 p2 = {
+      .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MEMORY_PROPERTIES_2,
+   };
+   VkPhysicalDeviceMemoryProperties2 p3 = p2;
+   vkGetPhysicalDeviceMemoryProperties(vk->physical, &p1);
+   vkGetPhysicalDeviceMemoryProperties2(vk->physical, &p2);
+   PFN_vkGetPhysicalDeviceMemoryProperties2KHR khr =
+      (PFN_vkGetPhysicalDeviceMemoryProperties2KHR)vkGetInstanceProcAddr(
+         vk->instance, "vkGetPhysicalDeviceMemoryProperties2KHR");
+   if (khr)
+      khr(vk->physical, &p3);
+   else
+      p3 = p2;
+   VK_EXPECT(p1.memoryTypeCount == p2.memoryProperties.memoryTypeCount &&
+                p1.memoryTypeCount == p3.memoryProperties.memoryTypeCount,
+             "the same number of types");
+   for (uint32_t i = 0; i < p1.memoryTypeCount; i++) {
+      VkMemoryPropertyFlags f = p1.memoryTypes[i].propertyFlags;
+      VK_EXPECT(f == p2.memoryProperties.memoryTypes[i].propertyFlags &&
+                   f == p3.memoryProperties.memoryTypes[i].propertyFlags,
+                "type %u: %#x, %#x, %#x", i, f,
+                p2.memoryProperties.memoryTypes[i].propertyFlags,
+                p3.memoryProperties.memoryTypes[i].propertyFlags);
+   }
+   *type0 = p1.memoryTypes[0].propertyFlags;
+   return true;
+}
+
+/* COHMAP_MODE=auto picks direct for a driver without coherent types and
+ * device-local for one without host-visible types (as the pretend knob
+ * makes lavapipe look), pass-through for lavapipe as it is; an explicit
+ * mode with nothing to do passes through.  Memory properties agree in
+ * the three queries and keep HOST_VISIBLE | HOST_COHERENT. */
+static bool
+test_auto_modes(struct vk *vk)
+{
+   if (config != VK_CONFIG_DIRECT) {
+      skip_reason = "only with the direct config (one run is enough)";
+      return true;
+   }
+   static const struct {
+      const char *mode, *pretend, *want;
+   } cases[] = {
+      {"auto", "noncoherent", "(direct)"},
+      {"auto", "device-local", "(device-local)"},
+      {"auto", "none", NULL},
+      {"direct", "none", NULL},
+      {"device-local", "noncoherent", NULL},
+   };
+   vk_finish(vk);
+   bool ok = true;
+   for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]) && ok; i++) {
+      printf("# COHMAP_MODE=%s COHMAP_VK_PRETEND=%s\n", cases[i].mode,
+             cases[i].pretend);
+      setenv("COHMAP_MODE", cases[i].mode, 1);
+      setenv("COHMAP_VK_PRETEND", cases[i].pretend, 1);
+      setenv("COHMAP_DEBUG", "stats", 1);
+      vk_force_layer = true;
+      struct capture c;
+      capture_begin(&c);
+      VkMemoryPropertyFlags type0 = 0;
+      ok = vk_init(vk, VK_CONFIG_ENV) && memory_types_agree(vk, &type0) &&
+           test_cpu_to_gpu(vk);
+      vk_finish(vk);
+      char *text = capture_end(&c);
+      vk_force_layer = false;
+      unsetenv("COHMAP_DEBUG");
+      bool line = strstr(text, "cohmap: vulkan: device") != NULL;
+      bool want = cases[i].want && strstr(text, cases[i].want) != NULL;
+      free(text);
+      VK_EXPECT(ok, "the application works");
+      VK_EXPECT((type0 & 0xf) == 0xf, "type 0 %#x", type0);
+      VK_EXPECT(cases[i].want ? want : !line, "mode %s",
+                cases[i].want ? cases[i].want : "pass-through");
+   }
+   return vk_init(vk, config);
+}
+
 /* --- main ------------------------------------------------------------------
  */
 
@@ -808,6 +967,8 @@ static const struct test tests[] = {
    {"stats", test_stats, true},
    {"bad-mode", test_bad_mode, true},
    {"atoms", test_atoms, true},
+   {"direct-atoms", test_direct_atoms, true},
+   {"auto-modes", test_auto_modes, true},
 };
 
 int
@@ -815,7 +976,9 @@ main(int argc, char **argv)
 {
    setvbuf(stdout, NULL, _IOLBF, 0);
    if (argc < 2 || !vk_config_parse(argv[1], &config)) {
-      fprintf(stderr, "usage: %s none|shadow|noncoherent|env [TEST...]\n",
+      fprintf(stderr,
+              "usage: %s none|shadow|noncoherent|direct|device-local|env "
+              "[TEST...]\n",
               argv[0]);
       return 2;
    }
