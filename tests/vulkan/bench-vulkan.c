@@ -88,9 +88,16 @@ run(struct vk *vk, bool stream, int iterations, double *us_per_iter)
    uint8_t data[1024];
    tu_rng_fill(&rng, data, sizeof(data));
 
-   /* Iterations before t0 warm up: the first submission hands the
-    * layer's shadow the whole buffer the set-up zeroed, a one-time cost
-    * of mapping, not of streaming. */
+   /* Every page of the buffer is written before the timing, so that
+    * both configurations start with the driver's memory populated: an
+    * application fills its buffer once, and a page's first touch is a
+    * cost of allocating, not of submitting.  Without the layer the fill
+    * populates the driver's pages; with it, the first submission uploads
+    * the whole buffer into them.  (The harness's zeroing is not enough:
+    * zeroes over zeroes are no change, so the layer would never write the
+    * driver's pages and each upload in the timed loop would populate
+    * one.)  Iterations before t0 warm up. */
+   memset(src.map, 0x5a, big);
    const int warmup = 16;
    double t0 = 0;
    for (int i = -warmup; i < iterations; i++) {
