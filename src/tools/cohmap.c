@@ -32,6 +32,8 @@ usage(FILE *f)
            "             tracking methods work here\n"
            "  run        run a program with the Vulkan layer\n"
            "             VK_LAYER_COHMAP_coherent_memory enabled\n"
+           "  piglit     cohmap's piglit profile on zink through the layer\n"
+           "             and without it, with a parity table\n"
            "  version    print the version\n"
            "  help       print this help\n"
            "\n"
@@ -220,6 +222,44 @@ cmd_run(int argc, char **argv)
    return 127;
 }
 
+/*
+ * piglit drives other programs and parses their results, which Python
+ * does better: this subcommand runs the script bin/cohmap-piglit of the
+ * source tree this tool was built from, telling it the build tree (the
+ * layer's manifest) in COHMAP_BUILD_DIR.
+ */
+static int
+cmd_script(const char *cmd, char **argv)
+{
+   char exe[PATH_MAX];
+   ssize_t len = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+   if (len > 0) {
+      exe[len] = '\0';
+      /* <build>/src/cohmap: the build tree is two levels up. */
+      for (int up = 0; up < 2; up++) {
+         char *slash = strrchr(exe, '/');
+         if (slash)
+            *slash = '\0';
+      }
+      if (!getenv("COHMAP_BUILD_DIR"))
+         setenv("COHMAP_BUILD_DIR", exe, 1);
+   }
+   char script[PATH_MAX];
+   int n = snprintf(script, sizeof(script), "%s/bin/cohmap-%s",
+                    COHMAP_SOURCE_DIR, cmd);
+   if (n < 0 || (size_t)n >= sizeof(script)) {
+      fprintf(stderr, "cohmap %s: source path too long\n", cmd);
+      return 1;
+   }
+   argv[0] = script;
+   execv(script, argv);
+   fprintf(stderr,
+           "cohmap %s: cannot run %s: %s (the source tree this tool was "
+           "built from)\n",
+           cmd, script, strerror(errno));
+   return 127;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -235,6 +275,8 @@ main(int argc, char **argv)
       return cmd_info(argc - 1, argv + 1);
    if (!strcmp(cmd, "run"))
       return cmd_run(argc - 1, argv + 1);
+   if (!strcmp(cmd, "piglit"))
+      return cmd_script(cmd, argv + 1);
    if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
       printf("cohmap %d.%d.%d\n", COHMAP_VERSION_MAJOR, COHMAP_VERSION_MINOR,
              COHMAP_VERSION_MICRO);
