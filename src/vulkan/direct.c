@@ -27,9 +27,12 @@
  *     and the layer flushes them widened to nonCoherentAtomSize.  The
  *     adaptive method picks scan where userfaultfd write-protect works on
  *     the driver's memory (anonymous or shmem pages) and falls back to
- *     compare elsewhere (device memory).  Where the wrap is refused (a
- *     pointer not page-aligned, pages another region tracks) the memory
- *     is "untracked": every submission flushes all of its mapping.
+ *     compare elsewhere (device memory).  Only the mapping's whole pages
+ *     are wrapped (the rest of the last page may be the driver's other
+ *     data): a partial last page is flushed at every submission.  Where
+ *     the wrap is refused (a pointer not page-aligned, pages another
+ *     region tracks, less than a page) the memory is "untracked": every
+ *     submission flushes all of its mapping.
  *  2. When the host observes completion, every mapped direct memory the
  *     GPU can write is first collected and its changes flushed, then its
  *     GPU-writable ranges are invalidated, atom-aligned.  The flush comes
@@ -166,19 +169,24 @@ cm_modes_device_init(struct cm_device *dev, const VkDeviceCreateInfo *info)
    return VK_SUCCESS;
 }
 
+static void mapping_drop(struct cm_device *dev, struct cm_memory *mem);
+static bool is_mapped(const struct cm_memory *mem);
+
 void
 cm_modes_device_finish(struct cm_device *dev)
 {
-   if (dev->devlocal) {
-      /* The whole-memory buffers go before the device does. */
-      uint64_t k, v;
-      for (uint32_t i = 0; cm_map_next(&dev->memories, &i, &k, &v);)
-         cm_devlocal_memory_finish(dev, (struct cm_memory *)(uintptr_t)v);
-      cm_devlocal_finish(dev);
+   /* Memories the application left mapped or did not free: their
+    * tracking goes before the driver's memory, the whole-memory buffers
+    * before the device. */
+   uint64_t k, v;
+   for (uint32_t i = 0; cm_map_next(&dev->memories, &i, &k, &v);) {
+      struct cm_memory *mem = (struct cm_memory *)(uintptr_t)v;
+      if (is_mapped(mem))
+         mapping_drop(dev, mem);
+      if (dev->devlocal)
+         cm_devlocal_memory_finish(dev, mem);
    }
-   /* Memories mapped without a region are in dev->mapped: forget them
-    * (the array goes with the device). */
-   dev->mapped_count = 0;
+   cm_devlocal_finish(dev);
    cm_shadow_device_finish(dev);
 }
 
@@ -222,6 +230,14 @@ direct_collect(struct cm_device *dev, struct cm_memory *mem, uint32_t *count)
          cohmap_region_requeue(mem->region, d.ranges + i, d.count - i);
          return VK_ERROR_OUT_OF_HOST_MEMORY;
       }
+   }
+   /* The partial page past the region. */
+   VkDeviceSize tracked = cohmap_region_size(mem->region);
+   if (mem->map_len > tracked) {
+      bytes += mem->map_len - tracked;
+      if (!cm_scratch_add(dev, count, mem, mem->map_lo + tracked,
+                          mem->map_len - tracked))
+         return VK_ERROR_OUT_OF_HOST_MEMORY;
    }
    if (bytes) {
       mem->stats.flushes++;
@@ -564,7 +580,9 @@ modes_AllocateMemory(VkDevice device, const VkMemoryAllocateInfo *info,
                         (uint64_t)(uintptr_t)mem);
    pthread_mutex_unlock(&dev->lock);
    if (!ok) {
+      pthread_mutex_lock(&dev->lock);
       cm_devlocal_memory_finish(dev, mem);
+      pthread_mutex_unlock(&dev->lock);
       cm_free(a, mem);
       dev->next.FreeMemory(device, *out, alloc);
       *out = VK_NULL_HANDLE;
@@ -642,10 +660,16 @@ direct_map(struct cm_device *dev, struct cm_memory *mem, VkDeviceSize offset,
    if (mem->stats.maps == 1)
       dev->stat_memories++;
 
-   size_t len = (size_t)round_up(hi - lo, cohmap_page_size());
-   int ret = cohmap_region_wrap(
-      dev->ctx, dptr, len, COHMAP_METHOD_AUTO,
-      COHMAP_REGION_BYTE_EXACT | COHMAP_REGION_FALLBACK, &mem->region);
+   /* Only the whole pages of the mapping: the rest of the last page may
+    * be another allocation of the driver's (lavapipe's are malloc()ed),
+    * which the region must neither snapshot nor protect.  The partial
+    * page is flushed at every submission (direct_collect()). */
+   size_t len = (size_t)page_round_down(hi - lo);
+   int ret = len ? cohmap_region_wrap(dev->ctx, dptr, len, COHMAP_METHOD_AUTO,
+                                      COHMAP_REGION_BYTE_EXACT |
+                                         COHMAP_REGION_FALLBACK,
+                                      &mem->region)
+                 : -EINVAL;
    if (ret) {
       mem->region = NULL;
       mem->untracked = true;
