@@ -235,12 +235,14 @@ chunk_equal(const uint8_t *a, const uint8_t *b)
    return acc == 0;
 }
 
-/* Copies [start, end) into the snapshot and appends it to out. */
+/* Appends [start, end) to out and, with copy, copies it into the
+ * snapshot. */
 static int
-close_run(struct cohmap_region *r, size_t start, size_t end,
+close_run(struct cohmap_region *r, size_t start, size_t end, bool copy,
           struct cohmap_ranges *out)
 {
-   memcpy(r->snapshot + start, r->ptr + start, end - start);
+   if (copy)
+      memcpy(r->snapshot + start, r->ptr + start, end - start);
    return cohmap_ranges_add(out, start, end - start);
 }
 
@@ -251,9 +253,12 @@ close_run(struct cohmap_region *r, size_t start, size_t end,
  * which is what lets a three-way merge keep bytes the device wrote next to
  * bytes the CPU wrote.  Elsewhere runs are whole REFINE_CHUNK chunks
  * (aligned to the region's start).
+ *
+ * Without copy the snapshot is left alone: a switch finds the runs it
+ * carries to the next collect that way (region_switch()).
  */
 static int
-refine_range(struct cohmap_region *r, size_t off, size_t len,
+refine_range(struct cohmap_region *r, size_t off, size_t len, bool copy,
              struct cohmap_ranges *out)
 {
    /* Skip equal data a block at a time with memcmp (vectorized in libc);
@@ -288,7 +293,7 @@ refine_range(struct cohmap_region *r, size_t off, size_t len,
                run_start = c;
                in_run = true;
             } else if (equal && in_run) {
-               ret = close_run(r, run_start, c, out);
+               ret = close_run(r, run_start, c, copy, out);
                if (ret)
                   return ret;
                in_run = false;
@@ -320,7 +325,7 @@ refine_range(struct cohmap_region *r, size_t off, size_t len,
             run_start = i;
             in_run = true;
          } else if (!differs && in_run) {
-            ret = close_run(r, run_start, i, out);
+            ret = close_run(r, run_start, i, copy, out);
             if (ret)
                return ret;
             in_run = false;
@@ -329,7 +334,7 @@ refine_range(struct cohmap_region *r, size_t off, size_t len,
       }
    }
    if (in_run)
-      return close_run(r, run_start, end, out);
+      return close_run(r, run_start, end, copy, out);
    return 0;
 }
 
@@ -401,13 +406,17 @@ region_switch(struct cohmap_region *r, const struct cohmap_track_ops *to,
    }
 
    /* Refine against a snapshot that predates the switch; one created by
-    * the switch already holds these stores. */
+    * the switch already holds these stores.  The runs are only found
+    * here, not copied into the snapshot: build_result() copies the carry
+    * when it reports it.  Until then the snapshot must stay what the
+    * device was last given, because a three-way merge in between
+    * (cohmap_region_merge()) reads "memory == snapshot" as "the CPU did
+    * not write this" and would replace these stores with the device's
+    * stale bytes (tests/gl/test-merge-after-switch.c). */
    if (r->snapshot && !created) {
       for (size_t i = 0; i < old_pages->count && !r->report_whole; i++) {
-         /* A failed refine may have copied runs into the snapshot that
-          * were not reported: the snapshot cannot be trusted. */
          if (refine_range(r, old_pages->v[i].offset, old_pages->v[i].length,
-                          &r->carry))
+                          false, &r->carry))
             r->report_whole = true;
       }
    } else if (cohmap_ranges_add_all(&r->carry, old_pages)) {
@@ -1050,7 +1059,7 @@ build_result(struct cohmap_region *r)
    for (size_t i = 0; i < r->pages.count && !ret; i++) {
       const struct cohmap_range *p = &r->pages.v[i];
       if (r->snapshot)
-         ret = refine_range(r, p->offset, p->length, res);
+         ret = refine_range(r, p->offset, p->length, true, res);
       else
          ret = cohmap_ranges_add(res, p->offset, p->length);
    }
