@@ -98,8 +98,8 @@ check_pair(struct cohmap_context *ctx, enum cohmap_method from,
    if (ok && (lost_b || lost_c))
       printf("# %s -> %s: after the merge %zu CPU bytes and %zu device "
              "bytes wrong (first at %zu: %02x)\n",
-             cohmap_method_name(from), cohmap_method_name(to), lost_b,
-             lost_c, first, mem[first]);
+             cohmap_method_name(from), cohmap_method_name(to), lost_b, lost_c,
+             first, mem[first]);
    ok = ok && !lost_b && !lost_c;
 
    /* The next upload brings the device up to date. */
