@@ -34,6 +34,8 @@ usage(FILE *f)
            "             VK_LAYER_COHMAP_coherent_memory enabled\n"
            "  piglit     cohmap's piglit profile on zink through the layer\n"
            "             and without it, with a parity table\n"
+           "  glmark2    glmark2's buffer scene on zink through the layer\n"
+           "             and without it, side by side\n"
            "  version    print the version\n"
            "  help       print this help\n"
            "\n"
@@ -223,10 +225,10 @@ cmd_run(int argc, char **argv)
 }
 
 /*
- * piglit drives other programs and parses their results, which Python
- * does better: this subcommand runs the script bin/cohmap-piglit of the
- * source tree this tool was built from, telling it the build tree (the
- * layer's manifest) in COHMAP_BUILD_DIR.
+ * piglit and glmark2 drive other programs and parse their results, which
+ * Python does better: these subcommands run the scripts bin/cohmap-piglit
+ * and bin/cohmap-glmark2 of the source tree this tool was built from,
+ * telling them the build tree (the layer's manifest) in COHMAP_BUILD_DIR.
  */
 static int
 cmd_script(const char *cmd, char **argv)
@@ -275,7 +277,7 @@ main(int argc, char **argv)
       return cmd_info(argc - 1, argv + 1);
    if (!strcmp(cmd, "run"))
       return cmd_run(argc - 1, argv + 1);
-   if (!strcmp(cmd, "piglit"))
+   if (!strcmp(cmd, "piglit") || !strcmp(cmd, "glmark2"))
       return cmd_script(cmd, argv + 1);
    if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
       printf("cohmap %d.%d.%d\n", COHMAP_VERSION_MAJOR, COHMAP_VERSION_MINOR,
