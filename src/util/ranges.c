@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 void
 cohmap_ranges_init(struct cohmap_ranges *r)
@@ -130,4 +131,55 @@ cohmap_ranges_pages(const struct cohmap_ranges *r, size_t page_size)
       pages += last - first + 1;
    }
    return pages;
+}
+
+int
+cohmap_ranges_op(const struct cohmap_range *a, size_t na,
+                 const struct cohmap_range *b, size_t nb, bool intersect,
+                 struct cohmap_ranges *out)
+{
+   size_t j = 0;
+   int ret = 0;
+
+   cohmap_ranges_clear(out);
+   for (size_t i = 0; i < na && !ret; i++) {
+      size_t lo = a[i].offset, hi = a[i].offset + a[i].length;
+      while (j < nb && b[j].offset + b[j].length <= lo)
+         j++;
+      size_t pos = lo;
+      for (size_t k = j; k < nb && b[k].offset < hi && !ret; k++) {
+         size_t blo = b[k].offset > lo ? b[k].offset : lo;
+         size_t bhi =
+            b[k].offset + b[k].length < hi ? b[k].offset + b[k].length : hi;
+         if (intersect)
+            ret = cohmap_ranges_add(out, blo, bhi - blo);
+         else if (blo > pos)
+            ret = cohmap_ranges_add(out, pos, blo - pos);
+         pos = bhi;
+      }
+      if (!intersect && pos < hi && !ret)
+         ret = cohmap_ranges_add(out, pos, hi - pos);
+   }
+   return ret;
+}
+
+int
+cohmap_ranges_add_diff(struct cohmap_ranges *out, size_t base,
+                       const uint8_t *x, const uint8_t *y, size_t n)
+{
+   if (memcmp(x, y, n) == 0)
+      return 0;
+   for (size_t i = 0; i < n;) {
+      if (x[i] == y[i]) {
+         i++;
+         continue;
+      }
+      size_t start = i;
+      while (i < n && x[i] != y[i])
+         i++;
+      int ret = cohmap_ranges_add(out, base + start, i - start);
+      if (ret)
+         return ret;
+   }
+   return 0;
 }

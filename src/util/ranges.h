@@ -8,6 +8,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "cohmap/cohmap.h"
 
@@ -49,5 +50,16 @@ size_t cohmap_ranges_bytes(const struct cohmap_ranges *r);
 
 /* Number of pages of page_size touched by the ranges. */
 size_t cohmap_ranges_pages(const struct cohmap_ranges *r, size_t page_size);
+
+/* out = a ∩ b (intersect) or a − b; a and b sorted and disjoint (out is
+ * cleared first).  -ENOMEM on failure. */
+int cohmap_ranges_op(const struct cohmap_range *a, size_t na,
+                     const struct cohmap_range *b, size_t nb, bool intersect,
+                     struct cohmap_ranges *out);
+
+/* Appends the runs of [base, base + n) where x and y differ (one memcmp
+ * when they do not).  -ENOMEM on failure. */
+int cohmap_ranges_add_diff(struct cohmap_ranges *out, size_t base,
+                           const uint8_t *x, const uint8_t *y, size_t n);
 
 #endif

@@ -429,8 +429,10 @@ device_finish(struct cm_device *dev)
 {
    if (dev->mode == CM_MODE_DIRECT || dev->mode == CM_MODE_DEVICE_LOCAL)
       cm_modes_device_finish(dev);
-   else
+   else {
       cm_shadow_device_finish(dev);
+      cm_verify_finish(dev);
+   }
 }
 
 static VKAPI_ATTR VkResult VKAPI_CALL
@@ -497,6 +499,8 @@ cm_CreateDevice(VkPhysicalDevice physical, const VkDeviceCreateInfo *info,
    if (dev->mode != CM_MODE_OFF) {
       res = dev->mode == CM_MODE_SHADOW ? cm_shadow_device_init(dev)
                                         : cm_modes_device_init(dev, info);
+      if (res == VK_SUCCESS && dev->mode == CM_MODE_SHADOW)
+         cm_verify_init(dev);
       if (res != VK_SUCCESS) {
          /* Without its tracking context or its queues the layer cannot
           * work: tell and step aside rather than fail the application

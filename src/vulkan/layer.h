@@ -191,6 +191,9 @@ struct cm_memory {
     * destination of the staging copies; VK_NULL_HANDLE if none could be
     * bound (the memory then cannot be mapped). */
    VkBuffer whole;
+
+   /* shadow, COHMAP_DEBUG=verify: its suspects (verify.c), or NULL. */
+   struct cm_verify_memory *verify;
 };
 
 /* What COHMAP_DEBUG=stats prints for a freed memory. */
@@ -252,7 +255,21 @@ struct cm_device {
    uint32_t top_count;
    uint64_t other_count;
    struct cm_memory_stats other;
+
+   /* COHMAP_DEBUG=verify (shadow mode, verify.c), under lock. */
+   bool verify, verify_oom;
+   uint32_t verify_lines;
+   uint64_t verify_checks, verify_mismatches, verify_bytes;
 };
+
+/* verify.c: COHMAP_DEBUG=verify for shadow devices.  cm_verify_init()
+ * after cm_shadow_device_init(); cm_verify_uploads() at the end of every
+ * upload, under dev->lock; cm_verify_drop() when a shadow goes;
+ * cm_verify_finish() after cm_shadow_device_finish() (the stats line). */
+void cm_verify_init(struct cm_device *dev);
+void cm_verify_uploads(struct cm_device *dev, VkResult upload);
+void cm_verify_drop(struct cm_device *dev, struct cm_memory *mem);
+void cm_verify_finish(const struct cm_device *dev);
 
 /* layer.c */
 void *cm_alloc(const VkAllocationCallbacks *a, size_t size,

@@ -289,6 +289,7 @@ static void
 shadow_drop(struct cm_device *dev, struct cm_memory *mem)
 {
    mem->last_method = cohmap_region_method(mem->region);
+   cm_verify_drop(dev, mem);
    cohmap_region_destroy(mem->region);
    mem->region = NULL;
    mem->driver_ptr = NULL;
@@ -455,6 +456,7 @@ upload_all(struct cm_device *dev)
       if (res == VK_SUCCESS)
          res = r;
    }
+   cm_verify_uploads(dev, res);
    return res;
 }
 

@@ -176,59 +176,6 @@ cohmap_verify_unregister(struct cohmap_inflight *f)
    f->verify_registered = false;
 }
 
-/* out = a ∩ b (intersect) or a − b, both sorted and disjoint. */
-static int
-ranges_op(const struct cohmap_range *a, size_t na,
-          const struct cohmap_range *b, size_t nb, bool intersect,
-          struct cohmap_ranges *out)
-{
-   size_t j = 0;
-   int ret = 0;
-
-   cohmap_ranges_clear(out);
-   for (size_t i = 0; i < na && !ret; i++) {
-      size_t lo = a[i].offset, hi = a[i].offset + a[i].length;
-      while (j < nb && b[j].offset + b[j].length <= lo)
-         j++;
-      size_t pos = lo;
-      for (size_t k = j; k < nb && b[k].offset < hi && !ret; k++) {
-         size_t blo = b[k].offset > lo ? b[k].offset : lo;
-         size_t bhi =
-            b[k].offset + b[k].length < hi ? b[k].offset + b[k].length : hi;
-         if (intersect)
-            ret = cohmap_ranges_add(out, blo, bhi - blo);
-         else if (blo > pos)
-            ret = cohmap_ranges_add(out, pos, blo - pos);
-         pos = bhi;
-      }
-      if (!intersect && pos < hi && !ret)
-         ret = cohmap_ranges_add(out, pos, hi - pos);
-   }
-   return ret;
-}
-
-/* Appends the runs of [base, base + n) where x and y differ. */
-static int
-add_diff_runs(struct cohmap_ranges *out, size_t base, const uint8_t *x,
-              const uint8_t *y, size_t n)
-{
-   if (memcmp(x, y, n) == 0)
-      return 0;
-   for (size_t i = 0; i < n;) {
-      if (x[i] == y[i]) {
-         i++;
-         continue;
-      }
-      size_t start = i;
-      while (i < n && x[i] != y[i])
-         i++;
-      int ret = cohmap_ranges_add(out, base + start, i - start);
-      if (ret)
-         return ret;
-   }
-   return 0;
-}
-
 /* A compared part of a block: one live BO. */
 struct span {
    struct cohmap_bo *bo;
@@ -411,9 +358,11 @@ cohmap_verify_flush(struct cohmap_block *block, const struct cohmap_dirty *d)
             break;
          }
          if (snapshot)
-            ret = add_diff_runs(&diff_s, off, tmp, snapshot + off, n);
+            ret =
+               cohmap_ranges_add_diff(&diff_s, off, tmp, snapshot + off, n);
          if (!ret)
-            ret = add_diff_runs(&diff_c, off, tmp, block->cpu + off, n);
+            ret =
+               cohmap_ranges_add_diff(&diff_c, off, tmp, block->cpu + off, n);
          off += n;
       }
    }
@@ -430,12 +379,14 @@ cohmap_verify_flush(struct cohmap_block *block, const struct cohmap_dirty *d)
          ret = cohmap_ranges_add_all(&t2, &r->carry);
       cohmap_ranges_normalize(&t2);
       if (!ret)
-         ret = ranges_op(diff_s.v, diff_s.count, t2.v, t2.count, false, &t1);
+         ret = cohmap_ranges_op(diff_s.v, diff_s.count, t2.v, t2.count, false,
+                                &t1);
       if (!ret)
          ret = cohmap_ranges_add_all(&report, &t1);
    }
    if (!ret)
-      ret = ranges_op(diff_c.v, diff_c.count, excl.v, excl.count, false, &t2);
+      ret = cohmap_ranges_op(diff_c.v, diff_c.count, excl.v, excl.count,
+                             false, &t2);
    /* (3) suspects of the last flush that still differ and that no store
     * since touched: outside what this collect reported and, when a
     * snapshot narrowed that, outside the pages the engine itself
@@ -448,11 +399,11 @@ cohmap_verify_flush(struct cohmap_block *block, const struct cohmap_dirty *d)
             cohmap_ranges_add(&t1, d->ranges[i].offset, d->ranges[i].length);
       cohmap_ranges_normalize(&t1);
       if (!ret)
-         ret = ranges_op(vb->suspects.v, vb->suspects.count, t1.v, t1.count,
-                         false, &diff_s);
+         ret = cohmap_ranges_op(vb->suspects.v, vb->suspects.count, t1.v,
+                                t1.count, false, &diff_s);
       if (!ret)
-         ret =
-            ranges_op(t2.v, t2.count, diff_s.v, diff_s.count, true, &diff_c);
+         ret = cohmap_ranges_op(t2.v, t2.count, diff_s.v, diff_s.count, true,
+                                &diff_c);
       if (!ret)
          ret = cohmap_ranges_add_all(&report, &diff_c);
    }
@@ -516,7 +467,7 @@ cohmap_verify_explicit(struct cohmap_bo *bo,
             ret = -EIO;
             break;
          }
-         ret = add_diff_runs(&diff, off, tmp, block->cpu + off, n);
+         ret = cohmap_ranges_add_diff(&diff, off, tmp, block->cpu + off, n);
          off += n;
       }
    }
