@@ -33,8 +33,10 @@
  * VK_INSTANCE_LAYERS, COHMAP_MODE=shadow) and proves it was in the path:
  * it sets COHMAP_DEBUG=stats and requires the device line the layer prints
  * when zink destroys its device at eglTerminate to report at least one
- * tracked memory.  Output is TAP.  Exit 77 only when this machine has no
- * EGL or no GL 4.4 context even without the layer.
+ * tracked memory (COHMAP_DEBUG gets "stats" added to what it holds).
+ * TEST_GL_RING_SECONDS=N makes the ring go on, RING_FRAMES at a time, for
+ * N seconds (bin/cohmap-soak).  Output is TAP.  Exit 77 only when this
+ * machine has no EGL or no GL 4.4 context even without the layer.
  */
 
 #include <epoxy/egl.h>
@@ -46,6 +48,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "test-util.h"
@@ -242,6 +245,21 @@ ring_check_tiles(unsigned first_frame)
    return true;
 }
 
+/* TEST_GL_RING_SECONDS: true while the ring should go on. */
+static bool
+ring_more(void)
+{
+   static double deadline = -1;
+   struct timespec ts;
+   clock_gettime(CLOCK_MONOTONIC, &ts);
+   double now = (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+   if (deadline < 0) {
+      const char *v = getenv("TEST_GL_RING_SECONDS");
+      deadline = now + (v ? strtod(v, NULL) : 0);
+   }
+   return now < deadline;
+}
+
 static bool
 test_ring(void)
 {
@@ -298,7 +316,11 @@ test_ring(void)
 
    GLsync fences[RING_SEGMENTS] = {0};
    bool ok = true;
-   for (unsigned f = 0; f < RING_FRAMES && ok; f++) {
+   unsigned frames = RING_FRAMES;
+   ring_more(); /* starts the clock */
+   for (unsigned f = 0; f < frames && ok; f++) {
+      if (f + 1 == frames && ring_more())
+         frames += RING_FRAMES;
       unsigned s = f % RING_SEGMENTS;
       if (fences[s]) {
          ok = fence_wait(fences[s]);
@@ -342,6 +364,7 @@ test_ring(void)
    for (unsigned s = 0; s < RING_SEGMENTS; s++)
       if (fences[s])
          fence_wait(fences[s]);
+   printf("# ring: %u frames\n", frames);
 
    GLenum err = glGetError();
    glUnmapBuffer(GL_ARRAY_BUFFER);
@@ -511,7 +534,12 @@ main(int argc, char **argv)
    FILE *captured = NULL;
    int saved_stderr = -1;
    if (layer) {
-      setenv("COHMAP_DEBUG", "stats", 1);
+      /* Kept: bin/cohmap-soak adds verify. */
+      const char *debug = getenv("COHMAP_DEBUG");
+      char flags[256];
+      snprintf(flags, sizeof(flags), "%.200s%sstats", debug ? debug : "",
+               debug && *debug ? "," : "");
+      setenv("COHMAP_DEBUG", flags, 1);
       fflush(stderr);
       captured = tmpfile();
       saved_stderr = dup(2);
