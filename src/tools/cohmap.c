@@ -36,6 +36,8 @@ usage(FILE *f)
            "             and without it, with a parity table\n"
            "  glmark2    glmark2's buffer scene on zink through the layer\n"
            "             and without it, side by side\n"
+           "  soak       ring and glmark2 for N minutes through the layer\n"
+           "             with COHMAP_DEBUG=verify: leaks, lost writes\n"
            "  version    print the version\n"
            "  help       print this help\n"
            "\n"
@@ -225,9 +227,9 @@ cmd_run(int argc, char **argv)
 }
 
 /*
- * piglit and glmark2 drive other programs and parse their results, which
- * Python does better: these subcommands run the scripts bin/cohmap-piglit
- * and bin/cohmap-glmark2 of the source tree this tool was built from,
+ * piglit, glmark2 and soak drive other programs and parse their results,
+ * which Python does better: these subcommands run the scripts
+ * bin/cohmap-<command> of the source tree this tool was built from,
  * telling them the build tree (the layer's manifest) in COHMAP_BUILD_DIR.
  */
 static int
@@ -277,7 +279,8 @@ main(int argc, char **argv)
       return cmd_info(argc - 1, argv + 1);
    if (!strcmp(cmd, "run"))
       return cmd_run(argc - 1, argv + 1);
-   if (!strcmp(cmd, "piglit") || !strcmp(cmd, "glmark2"))
+   if (!strcmp(cmd, "piglit") || !strcmp(cmd, "glmark2") ||
+       !strcmp(cmd, "soak"))
       return cmd_script(cmd, argv + 1);
    if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
       printf("cohmap %d.%d.%d\n", COHMAP_VERSION_MAJOR, COHMAP_VERSION_MINOR,
