@@ -1181,6 +1181,8 @@ cohmap_region_collect(struct cohmap_region *r, uint32_t flags,
    policy_after_collect(r, whole, bytes);
    if (out->data == r->ptr && r->snapshot)
       out->data = r->snapshot;
+   if (r->ops == &cohmap_track_scan_ops)
+      cohmap_scan_predict(r);
 
 out:
    r->stats.tracking_ns += cohmap_now_ns() - t0;

@@ -30,6 +30,25 @@
  * The kernel stops early when the output vector is full; the scan then
  * resumes from walk_end until the whole range has been walked.
  *
+ * Sequential writers.  A ring or stream buffer is written a span at a
+ * time, each span starting where the previous one ended, and each of its
+ * pages takes a write-protect fault on its first store: 16 per 64 KiB
+ * frame, 1.5 µs each on a quiet host and 2-10 µs on a loaded VM, more
+ * than the copies themselves.  When the pages a collect reported form one
+ * run that continues the previous collect's (starting at its end, or in
+ * its last page), cohmap_scan_predict() un-protects the span the writer is
+ * predicted to write next, [end, end + run length), capped at
+ * SEQ_MAX_BYTES, with one UFFDIO_WRITEPROTECT call.  Nothing can be
+ * missed: an un-protected page reads as written, so the next scan reports
+ * it (and protects it again) whether it was stored to or not, like a page
+ * that took its fault.  A wrong prediction costs reporting the span's
+ * pages once; it is only made for regions with a snapshot, whose diff
+ * drops the unchanged bytes, and whose exact result tells a written span
+ * from one merely opened.  An idle collect (several submissions a frame)
+ * opens the same span again, SEQ_IDLE_MAX times at most: the scan
+ * protected it again, as it reads as written, and an idle writer must not
+ * cost two TLB flushes a collect for ever.
+ *
  * fork(): the child's mappings lose their registration and the inherited
  * /proc/self/pagemap descriptor still refers to the parent's address
  * space, so a scan from the child would re-arm the *parent's* pages and
@@ -52,6 +71,11 @@
  * kernel coalesces runs of written pages into one entry, so one call
  * covers most regions. */
 #define SCAN_VEC_LEN 256
+
+/* The most a prediction opens: a wrong one reports (and diffs) this much
+ * once. */
+#define SEQ_MAX_BYTES ((size_t)1 << 20)
+#define SEQ_IDLE_MAX  3
 
 int
 cohmap_scan_open(struct cohmap_context *ctx, const char **reason)
@@ -157,6 +181,9 @@ scan_register(struct cohmap_region *r)
 
    r->scan_registered = true;
    r->scan_pid = getpid();
+   r->seq_end = 0;
+   r->seq_runs = 0;
+   r->seq_idle = 0;
    return 0;
 }
 
@@ -232,6 +259,78 @@ scan_collect(struct cohmap_region *r, struct cohmap_ranges *out)
       cur = arg.walk_end;
    }
    return 0;
+}
+
+void
+cohmap_scan_predict(struct cohmap_region *r)
+{
+   size_t page = r->ctx->page_size;
+   if (!r->scan_registered || r->scan_pid != getpid() || !r->snapshot)
+      return;
+
+   /* The run is taken from the pages the scan reported (the writer may
+    * store bytes equal to the old ones, which the diff drops), and must
+    * be one run of pages; the exact result only tells whether anything
+    * changed at all: an opened span reads as written even if the writer
+    * did not touch it. */
+   const struct cohmap_ranges *pages = &r->pages;
+   bool one_run = pages->count > 0;
+   size_t lo = 0, hi = 0;
+   if (one_run) {
+      lo = pages->v[0].offset / page * page;
+      hi = lo;
+   }
+   for (size_t i = 0; one_run && i < pages->count; i++) {
+      const struct cohmap_range *v = &pages->v[i];
+      if (v->offset / page * page > hi) {
+         one_run = false;
+         break;
+      }
+      size_t end = (v->offset + v->length + page - 1) / page * page;
+      if (end > hi)
+         hi = end;
+   }
+
+   if (r->result.count == 0) {
+      /* Nothing changed: the pages were the opened span, or equal bytes
+       * stored again. */
+      if (!r->seq_end || r->seq_idle >= SEQ_IDLE_MAX) {
+         r->seq_end = 0;
+         r->seq_runs = 0;
+         return;
+      }
+      r->seq_idle++;
+      lo = r->seq_end - r->seq_len;
+      hi = r->seq_end;
+   } else if (!one_run) {
+      r->seq_end = 0;
+      r->seq_runs = 0;
+      return;
+   } else {
+      /* A run continues the previous one if it starts at its end, or in
+       * its last page (spans that are not whole pages share one). */
+      bool continues =
+         r->seq_end && lo <= r->seq_end && lo + page >= r->seq_end;
+      r->seq_runs = continues ? r->seq_runs + 1 : 1;
+      r->seq_end = hi;
+      r->seq_len = hi - lo;
+      r->seq_idle = 0;
+   }
+   if (r->seq_runs < 2 || hi >= r->size)
+      return;
+
+   size_t len = hi - lo;
+   if (len > SEQ_MAX_BYTES)
+      len = SEQ_MAX_BYTES;
+   if (len > r->size - hi)
+      len = r->size - hi;
+   struct uffdio_writeprotect wp = {
+      .range = {.start = (uintptr_t)r->ptr + hi, .len = len},
+      .mode = 0, /* resolve: the pages read as written until re-armed */
+   };
+   /* A failure leaves the span protected: its stores fault as usual. */
+   if (ioctl(r->ctx->uffd, UFFDIO_WRITEPROTECT, &wp) == 0)
+      r->seq_opened += len / page;
 }
 
 static void

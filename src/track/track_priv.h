@@ -303,6 +303,13 @@ struct cohmap_region {
    /* scan engine */
    bool scan_registered;
    pid_t scan_pid; /* process the registration belongs to */
+   /* Sequential writers (cohmap_scan_predict): where the last run of
+    * changed pages ended (0: none), and how many runs in a row each
+    * continued the previous one. */
+   size_t seq_end, seq_len;
+   uint32_t seq_runs;
+   uint32_t seq_idle; /* idle collects since the last run */
+   uint64_t seq_opened; /* pages opened ahead so far (tests) */
 
    /* fault engine */
    struct cohmap_fault_state *fault;
@@ -322,6 +329,14 @@ int cohmap_probe_fault(struct cohmap_context *ctx, const char **reason);
 
 /* Opens a userfaultfd with the WP_ASYNC features: fd or -errno (probe.c). */
 int cohmap_uffd_open(const char **reason);
+
+/* scan: after a collect of a region with a snapshot (its pages and
+ * result still in place): if the pages the scan reported continue a
+ * sequential run (a ring or a stream), opens the span the writer is
+ * predicted to write next, so that its stores do not fault (scan.c,
+ * "Sequential writers").  Under the region lock; never fails (a span not
+ * opened just faults as usual). */
+void cohmap_scan_predict(struct cohmap_region *r);
 
 /* Opens the scan engine's file descriptors for this process (scan.c). */
 int cohmap_scan_open(struct cohmap_context *ctx, const char **reason);
