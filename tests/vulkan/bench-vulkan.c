@@ -17,8 +17,9 @@
  *    1 KiB at a random place of it, records a copy of those bytes into a
  *    device buffer, submits and waits for the fence (10^4 iterations).
  *  - stream: the map-once streaming pattern of a renderer: a 64 MiB ring
- *    mapped once, 64 KiB written sequentially per frame, copied by that
- *    frame's submission, two frames in flight (2000 frames).
+ *    mapped once, 64 KiB of new data written sequentially per frame,
+ *    copied by that frame's submission, two frames in flight (2000
+ *    frames: the ring wraps once).
  *
  * Prints one line per repetition and the median, in microseconds per
  * iteration, as "median_us=<value>" (one config) or
@@ -111,13 +112,15 @@ run(struct vk *vk, bool stream, int iterations, double *us_per_iter)
          vkWaitForFences(vk->device, 1, &fence[f], VK_TRUE, UINT64_MAX));
       VK_CHECK(vkResetFences(vk->device, 1, &fence[f]));
       VkDeviceSize off;
+      /* New data every iteration: a stream rewriting the bytes its ring
+       * held one lap earlier would upload nothing. */
+      data[(i + warmup) % sizeof(data)]++;
       if (stream) {
          off = (VkDeviceSize)(i + warmup) * chunk % big;
          for (VkDeviceSize k = 0; k < chunk; k += sizeof(data))
             memcpy(src.map + off + k, data, sizeof(data));
       } else {
          off = tu_rng_below(&rng, big / chunk) * chunk;
-         data[(i + warmup) % sizeof(data)]++;
          memcpy(src.map + off, data, chunk);
       }
       if (!record_copy(cb[f], src.buffer, off, dst.buffer,
