@@ -18,6 +18,7 @@
  * clobbered a byte.
  */
 
+#include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -948,6 +949,126 @@ test_auto_modes(struct vk *vk)
 /* --- main ------------------------------------------------------------------
  */
 
+/* --- COHMAP_DEBUG=verify ---------------------------------------------------
+ */
+
+/* The layer's verify summary line: checks and mismatches (UINT64_MAX if
+ * absent). */
+static void
+verify_counts(const char *text, uint64_t *checks, uint64_t *mismatches)
+{
+   *checks = *mismatches = UINT64_MAX;
+   const char *line = strstr(text, "): verify: ");
+   if (line)
+      sscanf(line, "): verify: %" SCNu64 " checks, %" SCNu64, checks,
+             mismatches);
+}
+
+static const char *
+verify_skip(void)
+{
+   if (config != VK_CONFIG_SHADOW && config != VK_CONFIG_NONCOHERENT)
+      return "verify covers shadow mode only";
+   return NULL;
+}
+
+/* The data tests under COHMAP_DEBUG=verify: many checks, no mismatch. */
+static bool
+test_verify_clean(struct vk *vk)
+{
+   if ((skip_reason = verify_skip()))
+      return true;
+   vk_finish(vk);
+   setenv("COHMAP_DEBUG", "verify,stats", 1);
+   bool ok = vk_init(vk, config) && test_cpu_to_gpu(vk) &&
+             test_gpu_to_cpu(vk) && test_disjoint(vk) && test_threads(vk) &&
+             test_many_small(vk);
+   unsetenv("COHMAP_DEBUG");
+   struct capture c;
+   capture_begin(&c);
+   vk_finish(vk);
+   char *text = capture_end(&c);
+   uint64_t checks, mismatches;
+   verify_counts(text, &checks, &mismatches);
+   bool reports = strstr(text, "cohmap: verify:") != NULL;
+   free(text);
+   VK_EXPECT(ok, "the tests themselves passed");
+   VK_EXPECT(checks != UINT64_MAX && checks > 1000, "%" PRIu64 " checks",
+             checks);
+   VK_EXPECT(mismatches == 0, "%" PRIu64 " mismatches", mismatches);
+   VK_EXPECT(!reports, "no 'cohmap: verify:' line");
+   return vk_init(vk, config);
+}
+
+/* A real write the tracking engine cannot see: with the fault method a
+ * write through /proc/self/mem (a kernel write, FOLL_FORCE) lands in a
+ * write-protected page without a fault, so it is never reported and the
+ * GPU never gets it.  verify must say so, at the upload after next. */
+static bool
+test_verify_miss(struct vk *vk)
+{
+   if ((skip_reason = verify_skip()))
+      return true;
+   vk_finish(vk);
+   setenv("COHMAP_DEBUG", "verify,stats", 1);
+   setenv("COHMAP_METHOD", "fault", 1);
+   bool ok = vk_init(vk, config);
+   unsetenv("COHMAP_DEBUG");
+   unsetenv("COHMAP_METHOD");
+   const size_t size = 64 * 1024, at = 5000;
+   struct vk_buffer src = {0}, dst = {0};
+   bool made = ok &&
+               vk_buffer_create(vk, size, VK_BUFFER_USAGE_TRANSFER_SRC_BIT,
+                                true, &src) &&
+               vk_buffer_create(vk, size, VK_BUFFER_USAGE_TRANSFER_DST_BIT,
+                                true, &dst);
+   VK_EXPECT(made, "a device and two mapped buffers");
+
+   /* The report comes at the third submission; stderr is kept from
+    * here on (no early return before capture_end()). */
+   struct capture c;
+   capture_begin(&c);
+   uint8_t *map = src.map;
+   map[100] = 0x11; /* a store the engine sees */
+   ok = gpu_copy(vk, &src, 0, &dst, 0, size, false) && dst.map[100] == 0x11;
+
+   int fd = open("/proc/self/mem", O_RDWR);
+   const uint8_t v = 0xa5;
+   bool wrote = fd >= 0 &&
+                pwrite(fd, &v, 1, (off_t)(uintptr_t)(map + at)) == 1 &&
+                map[at] == v;
+   if (fd >= 0)
+      close(fd);
+   /* The collect after the write sees nothing, the one after it finds
+    * the byte still differing: reported then. */
+   for (int i = 0; i < 2 && ok; i++)
+      ok = gpu_copy(vk, &src, 0, &dst, 0, size, false);
+   bool lost = dst.map[at] != v;
+   vk_buffer_destroy(vk, &src);
+   vk_buffer_destroy(vk, &dst);
+   vk_finish(vk);
+   char *text = capture_end(&c);
+
+   uint64_t checks, mismatches;
+   verify_counts(text, &checks, &mismatches);
+   bool said = strstr(text, "cohmap: verify: memory ") &&
+               strstr(text, "never reported by the tracking engine");
+   bool fault = strstr(text, ", fault)") != NULL;
+   free(text);
+   VK_EXPECT(ok, "the copies ran");
+   if (!wrote) {
+      skip_reason = "/proc/self/mem cannot write this process's memory";
+      return vk_init(vk, config);
+   }
+   VK_EXPECT(fault, "the fault method in use");
+   VK_EXPECT(lost, "the GPU did not get the byte (a real miss)");
+   VK_EXPECT(checks != UINT64_MAX && checks >= 3, "%" PRIu64 " checks",
+             checks);
+   VK_EXPECT(mismatches == 1, "1 mismatch, not %" PRIu64, mismatches);
+   VK_EXPECT(said, "a 'cohmap: verify:' line naming the missed write");
+   return vk_init(vk, config);
+}
+
 struct test {
    const char *name;
    bool (*fn)(struct vk *vk);
@@ -969,6 +1090,8 @@ static const struct test tests[] = {
    {"atoms", test_atoms, true},
    {"direct-atoms", test_direct_atoms, true},
    {"auto-modes", test_auto_modes, true},
+   {"verify-clean", test_verify_clean, true},
+   {"verify-miss", test_verify_miss, true},
 };
 
 int
