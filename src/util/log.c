@@ -84,3 +84,13 @@ cohmap_info(const char *fmt, ...)
    vlog("", fmt, ap);
    va_end(ap);
 }
+
+void
+cohmap_format_hex(char *buf, size_t size, const uint8_t *v, size_t n)
+{
+   size_t used = 0;
+   buf[0] = '\0';
+   for (size_t i = 0; i < n && used + 4 < size; i++)
+      used += (size_t)snprintf(buf + used, size - used, "%s%02x",
+                               i ? " " : "", v[i]);
+}

@@ -8,6 +8,8 @@
 
 #include <stdarg.h>
 #include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 
 /* Error reporting in the style of Mesa's vk_errorf: one helper records a
  * message (file:line, what failed) for cohmap_error_message(), prints it
@@ -28,5 +30,9 @@ void cohmap_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Set once by the first context that reads COHMAP_DEBUG. */
 void cohmap_log_set_verbose(bool verbose);
 bool cohmap_log_verbose(void);
+
+/* Writes v[0..n) as "ab cd ef" into buf (size bytes, always terminated;
+ * what does not fit is left out): the bytes of verify reports. */
+void cohmap_format_hex(char *buf, size_t size, const uint8_t *v, size_t n);
 
 #endif

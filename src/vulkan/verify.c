@@ -49,6 +49,7 @@
 
 #include "track/options.h"
 #include "track/track_priv.h"
+#include "util/log.h"
 #include "util/ranges.h"
 #include "vulkan/layer.h"
 
@@ -80,16 +81,6 @@ cm_verify_drop(struct cm_device *dev, struct cm_memory *mem)
    mem->verify = NULL;
 }
 
-static void
-hex(char *buf, size_t size, const uint8_t *v, size_t n)
-{
-   size_t used = 0;
-   buf[0] = '\0';
-   for (size_t i = 0; i < n && used + 4 < size; i++)
-      used += (size_t)snprintf(buf + used, size - used, "%s%02x",
-                               i ? " " : "", v[i]);
-}
-
 /* Counts and prints one verify report about mem.  Under dev->lock. */
 static void
 report(struct cm_device *dev, const struct cm_memory *mem,
@@ -115,9 +106,9 @@ report(struct cm_device *dev, const struct cm_memory *mem,
                     : VERIFY_SHOW;
    char c[3 * VERIFY_SHOW + 1], s[3 * VERIFY_SHOW + 1],
       d[3 * VERIFY_SHOW + 1];
-   hex(c, sizeof(c), r->ptr + first, show);
-   hex(s, sizeof(s), r->snapshot + first, show);
-   hex(d, sizeof(d), mem->driver_ptr + first, show);
+   cohmap_format_hex(c, sizeof(c), r->ptr + first, show);
+   cohmap_format_hex(s, sizeof(s), r->snapshot + first, show);
+   cohmap_format_hex(d, sizeof(d), mem->driver_ptr + first, show);
    fprintf(stderr,
            "cohmap: verify: memory %p (%" PRIu64 " bytes, type %u, %s): "
            "%zu bytes in %zu runs %s; first at offset %" PRIu64

@@ -182,16 +182,6 @@ struct span {
    size_t start, end; /* block offsets */
 };
 
-static void
-hex(char *buf, size_t size, const uint8_t *v, size_t n)
-{
-   size_t used = 0;
-   buf[0] = '\0';
-   for (size_t i = 0; i < n && used + 4 < size; i++)
-      used += (size_t)snprintf(buf + used, size - used, "%s%02x",
-                               i ? " " : "", v[i]);
-}
-
 static const char *
 bo_kind(const struct cohmap_bo *bo)
 {
@@ -244,13 +234,13 @@ report_span(const struct span *sp, const struct cohmap_range *v, size_t n,
       sp->end - first < VERIFY_SHOW ? sp->end - first : VERIFY_SHOW;
    char cpu_hex[3 * VERIFY_SHOW + 1], dev_hex[3 * VERIFY_SHOW + 1];
    char snap_hex[3 * VERIFY_SHOW + 1] = "";
-   hex(cpu_hex, sizeof(cpu_hex), block->cpu + first, show);
+   cohmap_format_hex(cpu_hex, sizeof(cpu_hex), block->cpu + first, show);
    if (dev->ops->download(dev->backend, block->mem, first, show, dv) == 0)
-      hex(dev_hex, sizeof(dev_hex), dv, show);
+      cohmap_format_hex(dev_hex, sizeof(dev_hex), dv, show);
    else
       snprintf(dev_hex, sizeof(dev_hex), "?");
    if (snapshot)
-      hex(snap_hex, sizeof(snap_hex), snapshot + first, show);
+      cohmap_format_hex(snap_hex, sizeof(snap_hex), snapshot + first, show);
    enum cohmap_method m = block->region ? cohmap_region_method(block->region)
                                         : COHMAP_METHOD_AUTO;
    fprintf(stderr,
