@@ -21,9 +21,14 @@
  *    copied by that frame's submission, two frames in flight (2000
  *    frames: the ring wraps once).
  *
- * Prints one line per repetition and the median, in microseconds per
- * iteration, as "median_us=<value>" (one config) or
- * "<workload> none_us=<v> shadow_us=<v> ratio=<v>" (both) for scripts.
+ * An iteration's time runs from its start to the next one's.  Each
+ * repetition prints the median and the mean of its iterations' times; the
+ * result is the median over the repetitions of the per-repetition
+ * medians, as "median_us=<value>" (one config) or "<workload>
+ * none_us=<v> shadow_us=<v> ratio=<v>" (both) for scripts.  Medians,
+ * because on a shared machine a few iterations stall for milliseconds
+ * behind other processes (seen: 1.5 s in one vkQueueSubmit), and the mean
+ * measures those stalls rather than the layer.
  * No validation layer: this measures the cohmap layer against the bare
  * driver.
  */
@@ -39,6 +44,13 @@ cmp_double(const void *a, const void *b)
 {
    double x = *(const double *)a, y = *(const double *)b;
    return x < y ? -1 : x > y;
+}
+
+static double
+median(double *t, int n)
+{
+   qsort(t, (size_t)n, sizeof(double), cmp_double);
+   return t[n / 2];
 }
 
 static bool
@@ -57,7 +69,8 @@ record_copy(VkCommandBuffer cb, VkBuffer src, VkDeviceSize off, VkBuffer dst,
 }
 
 static bool
-run(struct vk *vk, bool stream, int iterations, double *us_per_iter)
+run(struct vk *vk, bool stream, int iterations, double *mean_us,
+    double *median_us)
 {
    const VkDeviceSize big = 64u << 20;
    const VkDeviceSize chunk = stream ? 64 * 1024 : 1024;
@@ -100,10 +113,17 @@ run(struct vk *vk, bool stream, int iterations, double *us_per_iter)
     * one.)  Iterations before t0 warm up. */
    memset(src.map, 0x5a, big);
    const int warmup = 16;
-   double t0 = 0;
+   double *each = malloc((size_t)iterations * sizeof(double));
+   if (!each)
+      return false;
+   double t0 = 0, prev = 0;
    for (int i = -warmup; i < iterations; i++) {
+      double now = tu_now();
       if (i == 0)
-         t0 = tu_now();
+         t0 = now;
+      if (i > 0)
+         each[i - 1] = (now - prev) * 1e6;
+      prev = now;
       /* submit: one frame in flight; stream: two. */
       int f = stream ? i & 1 : 0;
       if (i < 0)
@@ -134,7 +154,11 @@ run(struct vk *vk, bool stream, int iterations, double *us_per_iter)
       VK_CHECK(vkQueueSubmit(vk->queue, 1, &si, fence[f]));
    }
    VK_CHECK(vkWaitForFences(vk->device, 2, fence, VK_TRUE, UINT64_MAX));
-   *us_per_iter = (tu_now() - t0) * 1e6 / iterations;
+   double t1 = tu_now();
+   each[iterations - 1] = (t1 - prev) * 1e6;
+   *mean_us = (t1 - t0) * 1e6 / iterations;
+   *median_us = median(each, iterations);
+   free(each);
 
    for (int i = 0; i < 2; i++)
       vkDestroyFence(vk->device, fence[i], NULL);
@@ -142,13 +166,6 @@ run(struct vk *vk, bool stream, int iterations, double *us_per_iter)
    vk_buffer_destroy(vk, &src);
    vk_buffer_destroy(vk, &dst);
    return true;
-}
-
-static double
-median(double *t, int n)
-{
-   qsort(t, (size_t)n, sizeof(double), cmp_double);
-   return t[n / 2];
 }
 
 int
@@ -199,13 +216,14 @@ main(int argc, char **argv)
          continue;
       const char *name = stream ? "stream" : "submit";
       int n = iterations ? iterations : stream ? 2000 : 10000;
-      double t[2][99];
+      double t[2][99], mean[2][99];
       for (int r = 0; r < repeat; r++) {
          for (int c = 0; c < nconfigs; c++) {
-            if (!run(&vk[c], stream, n, &t[c][r]))
+            if (!run(&vk[c], stream, n, &mean[c][r], &t[c][r]))
                return 1;
-            printf("%s %s: %d iterations, %.2f us each\n",
-                   vk_config_name(configs[c]), name, n, t[c][r]);
+            printf("%s %s: %d iterations, median %.2f us, mean %.2f us\n",
+                   vk_config_name(configs[c]), name, n, t[c][r],
+                   mean[c][r]);
             fflush(stdout);
          }
       }
