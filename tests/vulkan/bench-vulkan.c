@@ -222,8 +222,7 @@ main(int argc, char **argv)
             if (!run(&vk[c], stream, n, &mean[c][r], &t[c][r]))
                return 1;
             printf("%s %s: %d iterations, median %.2f us, mean %.2f us\n",
-                   vk_config_name(configs[c]), name, n, t[c][r],
-                   mean[c][r]);
+                   vk_config_name(configs[c]), name, n, t[c][r], mean[c][r]);
             fflush(stdout);
          }
       }
