@@ -1332,6 +1332,12 @@ cohmap_region_merge(struct cohmap_region *r, size_t offset, const void *dev,
 
    pthread_mutex_lock(&r->lock);
    int ret = r->error;
+   /* Only a BYTE_EXACT region's snapshot is always what the device was
+    * last given: a snapshot created by a method switch (other regions)
+    * already holds stores not reported yet, which the rule would read as
+    * "the CPU did not write this" and overwrite. */
+   if (!ret && !(r->flags & COHMAP_REGION_BYTE_EXACT))
+      ret = cohmap_errorf(-EINVAL, "merge needs a BYTE_EXACT region");
    if (!ret && !r->snapshot)
       ret = cohmap_errorf(-EINVAL, "merge needs a region with a snapshot");
    if (ret) {

@@ -349,7 +349,8 @@ void cohmap_scan_close(struct cohmap_context *ctx);
  * copied into memory and the snapshot if memory still equals the snapshot
  * (the CPU did not write it since it was last reported), and left alone
  * otherwise (the CPU's value wins and is reported by the next collect).
- * Adds to *merged and *conflicts.  -EINVAL without a snapshot.
+ * Adds to *merged and *conflicts.  -EINVAL unless the region is
+ * COHMAP_REGION_BYTE_EXACT (and so has a snapshot).
  */
 int cohmap_region_merge(struct cohmap_region *r, size_t offset,
                         const void *dev, size_t length, size_t *merged,
