@@ -58,6 +58,7 @@
 #include "util/debug.h"
 #include "util/log.h"
 #include "util/time.h"
+#include "util/tsan.h"
 
 /* Ten seconds: any more and a test or a benchmark run by mistake with it
  * looks hung; a real link is microseconds. */
@@ -612,6 +613,9 @@ sim_upload(struct cohmap_backend *b, struct cohmap_dev_mem *mem,
    sim_sleep_ns(sim_transfer_ns(b, bytes));
 
    pthread_mutex_lock(&b->exec_lock);
+   /* src may be a coherent BO's mapping, which the application may be
+    * storing to right now (util/tsan.h). */
+   COHMAP_APP_MEMORY_READ_BEGIN();
    for (size_t i = 0; i < count; i++) {
       /* The source offset is signed arithmetic: a negative bias must not
        * wrap a pointer. */
@@ -620,6 +624,7 @@ sim_upload(struct cohmap_backend *b, struct cohmap_dev_mem *mem,
       memcpy((uint8_t *)mem->map + dst_offset,
              (const uint8_t *)src + src_offset, ranges[i].length);
    }
+   COHMAP_APP_MEMORY_READ_END();
    pthread_mutex_unlock(&b->exec_lock);
 
    atomic_fetch_add_explicit(&b->uploads, 1, memory_order_relaxed);

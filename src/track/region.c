@@ -64,6 +64,7 @@
 #include "track/track_priv.h"
 #include "util/log.h"
 #include "util/time.h"
+#include "util/tsan.h"
 
 /* Regions larger than this are refused: 128 TiB is the x86-64 user
  * address space, anything larger is a corrupted size. */
@@ -180,8 +181,11 @@ snapshot_create(struct cohmap_region *r, bool copy)
    if (s == MAP_FAILED)
       return cohmap_errorf(-ENOMEM, "snapshot of %zu bytes: out of memory",
                            r->size);
-   if (copy)
+   if (copy) {
+      COHMAP_APP_MEMORY_READ_BEGIN();
       memcpy(s, r->ptr, r->size);
+      COHMAP_APP_MEMORY_READ_END();
+   }
    r->snapshot = s;
    return 0;
 }
@@ -258,8 +262,8 @@ close_run(struct cohmap_region *r, size_t start, size_t end, bool copy,
  * carries to the next collect that way (region_switch()).
  */
 static int
-refine_range(struct cohmap_region *r, size_t off, size_t len, bool copy,
-             struct cohmap_ranges *out)
+refine_range_diff(struct cohmap_region *r, size_t off, size_t len, bool copy,
+                  struct cohmap_ranges *out)
 {
    /* Skip equal data a block at a time with memcmp (vectorized in libc);
     * find run boundaries inside differing blocks. */
@@ -336,6 +340,18 @@ refine_range(struct cohmap_region *r, size_t off, size_t len, bool copy,
    if (in_run)
       return close_run(r, run_start, end, copy, out);
    return 0;
+}
+
+/* Reads application memory that other threads may be storing to: the race
+ * cohmap.h allows (util/tsan.h). */
+static int
+refine_range(struct cohmap_region *r, size_t off, size_t len, bool copy,
+             struct cohmap_ranges *out)
+{
+   COHMAP_APP_MEMORY_READ_BEGIN();
+   int ret = refine_range_diff(r, off, len, copy, out);
+   COHMAP_APP_MEMORY_READ_END();
+   return ret;
 }
 
 /* The method a failing or unavailable method falls back to. */

@@ -4,6 +4,7 @@
  */
 
 #include "test-util.h"
+#include "util/tsan.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -315,9 +316,14 @@ void
 tu_apply_dirty(uint8_t *mirror, const struct cohmap_dirty *d)
 {
    const uint8_t *data = d->data;
+   /* Without a snapshot data is the live memory, which writer threads may
+    * be storing to: the copy races with them as a device upload would,
+    * and the tests' checkpoints tolerate it (util/tsan.h). */
+   COHMAP_APP_MEMORY_READ_BEGIN();
    for (size_t i = 0; i < d->count; i++)
       memcpy(mirror + d->ranges[i].offset, data + d->ranges[i].offset,
              d->ranges[i].length);
+   COHMAP_APP_MEMORY_READ_END();
 }
 
 size_t
