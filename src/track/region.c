@@ -611,8 +611,10 @@ sample_create(struct cohmap_region *r)
       return false;
    r->sample_pages = k;
    r->sample_stride = n / k;
+   COHMAP_APP_MEMORY_READ_BEGIN(); /* util/tsan.h */
    for (size_t i = 0; i < k; i++)
       memcpy(r->sample + i * ps, r->ptr + i * r->sample_stride * ps, ps);
+   COHMAP_APP_MEMORY_READ_END();
    return true;
 }
 
@@ -622,6 +624,7 @@ sample_count_changed(struct cohmap_region *r)
 {
    size_t ps = r->ctx->page_size, changed = 0;
 
+   COHMAP_APP_MEMORY_READ_BEGIN(); /* util/tsan.h */
    for (size_t i = 0; i < r->sample_pages; i++) {
       uint8_t *copy = r->sample + i * ps;
       const uint8_t *page = r->ptr + i * r->sample_stride * ps;
@@ -630,6 +633,7 @@ sample_count_changed(struct cohmap_region *r)
          changed++;
       }
    }
+   COHMAP_APP_MEMORY_READ_END();
    return changed;
 }
 
@@ -1068,8 +1072,11 @@ build_result(struct cohmap_region *r)
     * copied into it first so that `data` holds them. */
    for (size_t i = 0; i < r->carry.count && !ret; i++) {
       const struct cohmap_range *c = &r->carry.v[i];
-      if (r->snapshot)
+      if (r->snapshot) {
+         COHMAP_APP_MEMORY_READ_BEGIN(); /* util/tsan.h */
          memcpy(r->snapshot + c->offset, r->ptr + c->offset, c->length);
+         COHMAP_APP_MEMORY_READ_END();
+      }
       ret = cohmap_ranges_add(res, c->offset, c->length);
    }
    for (size_t i = 0; i < r->pages.count && !ret; i++) {

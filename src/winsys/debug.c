@@ -70,6 +70,7 @@
 #include "track/options.h"
 #include "track/track_priv.h"
 #include "util/log.h"
+#include "util/tsan.h"
 #include "winsys/winsys_priv.h"
 
 /* Downloads for verify go through a bounded buffer. */
@@ -350,9 +351,14 @@ cohmap_verify_flush(struct cohmap_block *block, const struct cohmap_dirty *d)
          if (snapshot)
             ret =
                cohmap_ranges_add_diff(&diff_s, off, tmp, snapshot + off, n);
-         if (!ret)
+         if (!ret) {
+            /* The mapping, which the application may be storing to
+             * (util/tsan.h). */
+            COHMAP_APP_MEMORY_READ_BEGIN();
             ret =
                cohmap_ranges_add_diff(&diff_c, off, tmp, block->cpu + off, n);
+            COHMAP_APP_MEMORY_READ_END();
+         }
          off += n;
       }
    }
