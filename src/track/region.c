@@ -1313,6 +1313,10 @@ static void
 merge_words(uint8_t *mem, uint8_t *snap, const uint8_t *dev, size_t n,
             size_t *merged, size_t *conflicts)
 {
+   /* The compare-and-swaps race with application stores on purpose (a
+    * store is never overwritten); TSan would report them against the
+    * application's plain stores (util/tsan.h). */
+   COHMAP_APP_MEMORY_READ_BEGIN();
    size_t i = 0;
    while (i < n && ((uintptr_t)(mem + i) % 8)) {
       merge_bytes(mem + i, snap + i, dev + i, 1, merged, conflicts);
@@ -1340,6 +1344,7 @@ merge_words(uint8_t *mem, uint8_t *snap, const uint8_t *dev, size_t n,
    }
    if (i < n)
       merge_bytes(mem + i, snap + i, dev + i, n - i, merged, conflicts);
+   COHMAP_APP_MEMORY_READ_END();
 }
 
 int

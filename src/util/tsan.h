@@ -12,12 +12,14 @@
  * or stays dirty, and is reported by the next collect -- so the race is
  * benign, and it is the application's memory, not cohmap's state.
  *
- * Under TSan these reads are excluded from race detection (a suppression
- * would do too, but TSan still builds a report per racy address before it
- * matches one, which made the concurrency tests 50x slower still).  The
- * window is only the read of application memory: cohmap's own state is
- * written outside it or under locks TSan does see.  Without TSan the
- * macros are empty.
+ * Under TSan these reads, and the merge's compare-and-swaps into the
+ * mapping (which race with application stores the same way, and never
+ * overwrite one), are excluded from race detection: a suppression would
+ * do too, but TSan still builds a report per racy address before it
+ * matches one, which made the concurrency tests 50x slower still.  The
+ * window covers only the access to application memory: cohmap's own
+ * state is written outside it or under locks TSan does see.  Without TSan
+ * the macros are empty.
  */
 
 #ifndef COHMAP_UTIL_TSAN_H
