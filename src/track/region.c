@@ -312,17 +312,39 @@ refine_range_diff(struct cohmap_region *r, size_t off, size_t len, bool copy,
             memcpy(&a, mem + i, 8);
             memcpy(&b, snap + i, 8);
             uint64_t x = a ^ b;
-            if (x == 0 && !in_run) {
+#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+            x = __builtin_bswap64(x); /* byte k of x: mem[i + k] */
+#endif
+            /* Bit 7 of each byte of eq is set where x's byte is zero
+             * (memory equals the snapshot), exactly: no carry crosses a
+             * byte.  Byte k (bits 8k..8k+7) is mem[i + k]. */
+            const uint64_t low7 = 0x7f7f7f7f7f7f7f7full;
+            const uint64_t high = ~low7;
+            uint64_t eq = ~(((x & low7) + low7) | x | low7);
+            /* The word neither starts nor ends a run: skip it. */
+            if (eq == (in_run ? 0 : high)) {
                i += 8;
                continue;
             }
-            /* Inside a run, skip words whose eight bytes all differ (no
-             * zero byte in x: the classic has-zero-byte test). */
-            const uint64_t ones = 0x0101010101010101ull;
-            if (in_run && ((x - ones) & ~x & (ones << 7)) == 0) {
-               i += 8;
-               continue;
+            /* Each change of state inside the word is the lowest set bit
+             * of the bytes in the other state, from the last change on. */
+            for (unsigned k = 0; k < 8;) {
+               uint64_t other = (in_run ? eq : ~eq & high) >> (8 * k);
+               if (!other)
+                  break;
+               k += (unsigned)__builtin_ctzll(other) / 8;
+               if (in_run) {
+                  ret = close_run(r, run_start, i + k, copy, out);
+                  if (ret)
+                     return ret;
+               } else {
+                  run_start = i + k;
+               }
+               in_run = !in_run;
+               k++;
             }
+            i += 8;
+            continue;
          }
          bool differs = mem[i] != snap[i];
          if (differs && !in_run) {
