@@ -20,6 +20,8 @@ REQUIRED_PACKAGES=(
 	libvulkan-dev           # the Vulkan layer: headers, loader
 	mesa-vulkan-drivers     # lavapipe, the layer tests' driver
 	vulkan-validationlayers # the layer tests run under validation
+	clang                   # the fuzz leg of bin/test (libFuzzer)
+	libclang-rt-14-dev      # libFuzzer's runtime for clang 14 (Debian 12)
 	libepoxy-dev            # tests/gl: GL 4.4 entry points on EGL
 	libegl-dev              # tests/gl: EGL headers (surfaceless)
 	libegl-mesa0            # Mesa's EGL (surfaceless platform)
@@ -96,7 +98,8 @@ cohmap_ensure_packages() {
 # Configures DIR with `meson setup` when it has no build.ninja (wiping a
 # broken earlier configuration), reconfigures it when OPTIONS changed since
 # the last call, then runs `meson compile` (ninja rebuilds what is out of
-# date and regenerates itself when a meson.build changed).  Quiet on
+# date and regenerates itself when a meson.build changed; only the targets
+# named in COHMAP_BUILD_TARGETS when it is set).  Quiet on
 # success apart from progress lines on stderr; the full log goes to
 # DIR/bootstrap.log and is printed on failure.  Returns 0 or 1.
 cohmap_build() {
@@ -132,7 +135,8 @@ cohmap_build() {
 		if ! ninja -C "$dir" -n 2>/dev/null | grep -q 'no work to do'; then
 			cohmap_msg "building $dir/…"
 		fi
-		meson compile -C "$dir" >>"$log" 2>&1 || rc=$?
+		# shellcheck disable=SC2086 # a list of target names
+		meson compile -C "$dir" ${COHMAP_BUILD_TARGETS:-} >>"$log" 2>&1 || rc=$?
 	fi
 
 	if [[ -d "$dir" ]]; then
