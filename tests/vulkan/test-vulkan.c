@@ -474,7 +474,8 @@ submitter_main(void *arg)
          .flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT,
       };
       VkFenceCreateInfo fci = {.sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
-      VkFence fence;
+      /* Destroyed below even when its creation was never reached. */
+      VkFence fence = VK_NULL_HANDLE;
       VkSubmitInfo si = {
          .sType = VK_STRUCTURE_TYPE_SUBMIT_INFO,
          .commandBufferCount = 1,
