@@ -337,6 +337,18 @@ test_concurrent(void **state)
 int
 main(void)
 {
+   /* Everything here is scan: without it nothing runs (77, not a pass). */
+   struct cohmap_context *ctx = tu_context_create(0, 0);
+   bool fatal = false;
+   bool have_scan =
+      ctx && tu_method_available(ctx, COHMAP_METHOD_SCAN, &fatal);
+   if (ctx)
+      cohmap_context_destroy(ctx);
+   if (!have_scan) {
+      printf("# SKIP: the scan method does not work here\n");
+      return ctx ? 77 : 1;
+   }
+
    const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_opens_ahead),
       cmocka_unit_test(test_idle_writer),
