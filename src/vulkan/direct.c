@@ -335,6 +335,7 @@ observed_completion(struct cm_device *dev, uint64_t idle_upto)
              (mem->writable_count || mem->writable_all))
             direct_invalidate(dev, mem, 0, mem->size);
       }
+      cm_import_invalidate(dev);
       if (dev->devlocal)
          cm_devlocal_download(dev, NULL, 0, 0);
    }
@@ -454,6 +455,8 @@ before_submit(struct cm_device *dev, VkQueue queue, bool upload)
 {
    pthread_mutex_lock(&dev->lock);
    VkResult res = direct_flush(dev, NULL);
+   if (res == VK_SUCCESS)
+      res = cm_import_flush(dev);
    if (res == VK_SUCCESS && dev->devlocal && upload)
       res = cm_devlocal_upload(dev, queue, NULL);
    pthread_mutex_unlock(&dev->lock);
@@ -572,7 +575,10 @@ modes_AllocateMemory(VkDevice device, const VkMemoryAllocateInfo *info,
       .noncoherent = dev->how[info->memoryTypeIndex] == CM_HOW_DIRECT,
       .passthrough = cm_shared_memory(info),
    };
-   if (mem->how == CM_HOW_DEVLOCAL)
+   /* Shared memory is the application's (or another API's): nothing to
+    * stage, and a buffer of ours bound to it would need the external
+    * handle types (VUID-vkBindBufferMemory-memory-02727). */
+   if (mem->how == CM_HOW_DEVLOCAL && !mem->passthrough)
       cm_devlocal_memory_init(dev, mem, info);
 
    pthread_mutex_lock(&dev->lock);
@@ -588,6 +594,7 @@ modes_AllocateMemory(VkDevice device, const VkMemoryAllocateInfo *info,
       *out = VK_NULL_HANDLE;
       return VK_ERROR_OUT_OF_HOST_MEMORY;
    }
+   cm_import_init(dev, mem, info);
    return VK_SUCCESS;
 }
 
@@ -732,19 +739,23 @@ modes_MapMemory(VkDevice device, VkDeviceMemory memory, VkDeviceSize offset,
    struct cm_memory *mem = cm_find_memory(dev, memory);
    VkResult res;
    if (!mem || mem->passthrough) {
-      res = dev->next.MapMemory(device, memory, offset, size, flags, out);
+      res =
+         mem ? cm_import_map(dev, mem, offset, size, flags, out)
+             : dev->next.MapMemory(device, memory, offset, size, flags, out);
       goto out;
    }
    VkDeviceSize end = size == VK_WHOLE_SIZE ? mem->size : offset + size;
    if (is_mapped(mem) || offset >= mem->size || size == 0 ||
        end > mem->size || end < offset) {
-      /* Invalid usage the validation layer reports; refuse rather than
-       * reach outside the allocation. */
+      /* Invalid usage the validation layer reports (misuse.c): never
+       * reach outside the allocation.  Device-local memory is not mapped
+       * in the driver. */
       cm_log("error: vkMapMemory(%p, offset %" PRIu64 ", size %" PRIu64
              ") of %" PRIu64 " bytes%s: invalid",
              (void *)memory, (uint64_t)offset, (uint64_t)size,
              (uint64_t)mem->size, is_mapped(mem) ? ", already mapped" : "");
-      res = VK_ERROR_MEMORY_MAP_FAILED;
+      res = cm_map_invalid(dev, memory, offset, size, flags, out,
+                           mem->how == CM_HOW_DIRECT && is_mapped(mem));
       goto out;
    }
    res = mem->how == CM_HOW_DIRECT
@@ -766,7 +777,9 @@ modes_UnmapMemory(VkDevice device, VkDeviceMemory memory)
    pthread_mutex_lock(&dev->lock);
    struct cm_memory *mem = cm_find_memory(dev, memory);
    bool driver_mapped = true;
-   if (mem && is_mapped(mem) && !mem->passthrough) {
+   if (mem && cm_import_unmap(dev, mem)) {
+      driver_mapped = false; /* the layer's mapping stays */
+   } else if (mem && is_mapped(mem) && !mem->passthrough) {
       /* Whatever the CPU wrote must reach the device memory, which keeps
        * the data from now on. */
       VkResult res = mem->how == CM_HOW_DIRECT
@@ -800,7 +813,10 @@ app_ranges(VkDevice device, uint32_t count, const VkMappedMemoryRange *ranges,
    pthread_mutex_lock(&dev->lock);
    for (uint32_t i = 0; i < count; i++) {
       struct cm_memory *mem = cm_find_memory(dev, ranges[i].memory);
-      bool ours = mem && !mem->passthrough && is_mapped(mem);
+      /* A range outside the mapping is invalid usage: down it goes, for
+       * validation to report (misuse.c). */
+      bool ours = mem && !mem->passthrough && is_mapped(mem) &&
+                  !cm_range_outside(mem, ranges + i);
       VkResult r = VK_SUCCESS;
       if (ours && mem->how == CM_HOW_DEVLOCAL) {
          if (invalidate) {

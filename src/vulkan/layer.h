@@ -194,6 +194,13 @@ struct cm_memory {
 
    /* shadow, COHMAP_DEBUG=verify: its suspects (verify.c), or NULL. */
    struct cm_verify_memory *verify;
+
+   /* Imported host memory of a type the driver does not keep coherent
+    * (import.c): the layer's own mapping of all of it, its index in
+    * cm_device.imports, whether the application has it mapped. */
+   uint8_t *import_ptr;
+   uint32_t import_index;
+   bool import_app_mapped;
 };
 
 /* What COHMAP_DEBUG=stats prints for a freed memory. */
@@ -240,6 +247,9 @@ struct cm_device {
    struct cm_map writable_images;  /* VkImage → 1 */
    struct cm_memory **mapped;
    uint32_t mapped_count, mapped_cap;
+   /* Imported host memory flushed and invalidated whole (import.c). */
+   struct cm_memory **imports;
+   uint32_t import_count, import_cap;
    /* Submissions so far, and how many of them are known complete because
     * the whole device was seen idle: no merge is needed while equal. */
    uint64_t submits, idle_submits;
@@ -338,6 +348,35 @@ enum cm_mode cm_modes_plan(enum cm_mode mode, uint32_t pretend,
                            enum cm_how how[VK_MAX_MEMORY_TYPES]);
 void cm_modes_fix_memory_properties(const enum cm_how how[],
                                     VkPhysicalDeviceMemoryProperties *p);
+
+/* import.c: imported host memory on a type the layer advertises as
+ * coherent and the driver does not keep so.  _init after the record is in
+ * dev->memories (not under dev->lock); the rest under dev->lock. */
+void cm_import_init(struct cm_device *dev, struct cm_memory *mem,
+                    const VkMemoryAllocateInfo *info);
+void cm_import_finish(struct cm_device *dev, struct cm_memory *mem);
+/* The application's vkMapMemory of a passthrough memory. */
+VkResult cm_import_map(struct cm_device *dev, struct cm_memory *mem,
+                       VkDeviceSize offset, VkDeviceSize size,
+                       VkMemoryMapFlags flags, void **out);
+/* true: vkUnmapMemory handled (the driver's mapping stays). */
+bool cm_import_unmap(struct cm_device *dev, struct cm_memory *mem);
+/* Before a submission; at an observed completion (flush, invalidate). */
+VkResult cm_import_flush(struct cm_device *dev);
+void cm_import_invalidate(struct cm_device *dev);
+
+/* misuse.c: vkMapMemory the layer found invalid (already mapped, a range
+ * outside the allocation) goes down as made, so that validation below
+ * reports it; VK_ERROR_MEMORY_MAP_FAILED or the driver's error.
+ * driver_mapped: the layer has the driver's memory mapped itself. */
+VkResult cm_map_invalid(struct cm_device *dev, VkDeviceMemory memory,
+                        VkDeviceSize offset, VkDeviceSize size,
+                        VkMemoryMapFlags flags, void **out,
+                        bool driver_mapped);
+/* Whether an application's flush or invalidate range of mapped mem lies
+ * outside the layer's mapping of it (invalid usage: passed down). */
+bool cm_range_outside(const struct cm_memory *mem,
+                      const VkMappedMemoryRange *r);
 
 /* devlocal.c */
 VkResult cm_devlocal_init(struct cm_device *dev,

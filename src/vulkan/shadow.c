@@ -302,6 +302,7 @@ memory_free(struct cm_device *dev, struct cm_memory *mem,
 {
    if (mem->region)
       shadow_drop(dev, mem);
+   cm_import_finish(dev, mem);
    stats_record(dev, mem);
    cm_free(&dev->alloc, mem->writable);
    cm_free(alloc, mem);
@@ -325,6 +326,7 @@ cm_shadow_device_finish(struct cm_device *dev)
    cm_map_finish(&dev->writable_buffers);
    cm_map_finish(&dev->writable_images);
    cm_free(&dev->alloc, dev->mapped);
+   cm_free(&dev->alloc, dev->imports);
    cm_free(&dev->alloc, dev->scratch);
    int ret = cohmap_context_destroy(dev->ctx);
    if (ret)
@@ -538,6 +540,7 @@ observed_completion(struct cm_device *dev, uint64_t idle_upto)
          if (mem->writable_count || mem->writable_all)
             merge_memory(dev, mem, 0, mem->size);
       }
+      cm_import_invalidate(dev);
    }
    if (idle_upto > dev->idle_submits)
       dev->idle_submits = idle_upto;
@@ -605,6 +608,7 @@ cm_AllocateMemory(VkDevice device, const VkMemoryAllocateInfo *info,
       *out = VK_NULL_HANDLE;
       return VK_ERROR_OUT_OF_HOST_MEMORY;
    }
+   cm_import_init(dev, mem, info);
    return VK_SUCCESS;
 }
 
@@ -659,21 +663,26 @@ cm_MapMemory(VkDevice device, VkDeviceMemory memory, VkDeviceSize offset,
    pthread_mutex_lock(&dev->lock);
    struct cm_memory *mem = find_memory(dev, memory);
    if (!mem || mem->passthrough) {
+      VkResult res =
+         mem ? cm_import_map(dev, mem, offset, size, flags, out)
+             : dev->next.MapMemory(device, memory, offset, size, flags, out);
       pthread_mutex_unlock(&dev->lock);
-      return dev->next.MapMemory(device, memory, offset, size, flags, out);
+      return res;
    }
 
-   /* Invalid usage the validation layer reports; refuse rather than
+   /* Invalid usage the validation layer reports (misuse.c): never
     * index outside the allocation. */
    VkDeviceSize end = size == VK_WHOLE_SIZE ? mem->size : offset + size;
    if (mem->region || offset >= mem->size || size == 0 || end > mem->size ||
        end < offset) {
-      pthread_mutex_unlock(&dev->lock);
       cm_log("error: vkMapMemory(%p, offset %" PRIu64 ", size %" PRIu64
              ") of %" PRIu64 " bytes%s: invalid",
              (void *)memory, (uint64_t)offset, (uint64_t)size,
              (uint64_t)mem->size, mem->region ? ", already mapped" : "");
-      return VK_ERROR_MEMORY_MAP_FAILED;
+      VkResult res = cm_map_invalid(dev, memory, offset, size, flags, out,
+                                    mem->region != NULL);
+      pthread_mutex_unlock(&dev->lock);
+      return res;
    }
 
    /* The driver's mapping starts on a page boundary, so the shadow's
@@ -740,6 +749,10 @@ cm_UnmapMemory(VkDevice device, VkDeviceMemory memory)
    if (dev->mode == CM_MODE_SHADOW) {
       pthread_mutex_lock(&dev->lock);
       struct cm_memory *mem = find_memory(dev, memory);
+      if (mem && cm_import_unmap(dev, mem)) {
+         pthread_mutex_unlock(&dev->lock);
+         return;
+      }
       if (mem && mem->region) {
          /* The driver's memory keeps the data from now on: give it the
           * CPU's last writes. */
@@ -772,7 +785,10 @@ filter_ranges(struct cm_device *dev, uint32_t count,
    for (uint32_t i = 0; i <= count; i++) {
       struct cm_memory *mem =
          i < count ? find_memory(dev, ranges[i].memory) : NULL;
-      bool shadowed = mem && mem->region;
+      /* A range outside the mapping is invalid usage: down it goes, for
+       * validation to report (misuse.c). */
+      bool shadowed =
+         mem && mem->region && !cm_range_outside(mem, &ranges[i]);
       if (i < count && !shadowed)
          continue;
       /* Pass the run of other memories before this one down as is. */
@@ -1090,6 +1106,8 @@ before_submit(struct cm_device *dev)
 {
    pthread_mutex_lock(&dev->lock);
    VkResult res = upload_all(dev);
+   if (res == VK_SUCCESS)
+      res = cm_import_flush(dev);
    pthread_mutex_unlock(&dev->lock);
    return res;
 }
