@@ -13,6 +13,7 @@
 bool vk_no_validation;
 bool vk_force_layer;
 unsigned vk_validation_messages;
+unsigned vk_validation_expected;
 bool vk_test_failed;
 
 #define LAYER_COHMAP     "VK_LAYER_COHMAP_coherent_memory"
@@ -243,6 +244,33 @@ devices:;
    }
    VK_EXPECT(vk->queue_family != UINT32_MAX, "a transfer queue");
 
+   /* VK_EXT_external_memory_host (the host-import test): enabled when
+    * the driver has it, so that every configuration imports the same
+    * way. */
+   uint32_t en = 0;
+   vkEnumerateDeviceExtensionProperties(vk->physical, NULL, &en, NULL);
+   VkExtensionProperties *ep = calloc(en ? en : 1, sizeof(*ep));
+   if (ep && vkEnumerateDeviceExtensionProperties(vk->physical, NULL, &en,
+                                                  ep) == VK_SUCCESS) {
+      for (uint32_t i = 0; i < en; i++)
+         vk->host_import |= !strcmp(
+            ep[i].extensionName, VK_EXT_EXTERNAL_MEMORY_HOST_EXTENSION_NAME);
+   }
+   free(ep);
+   if (vk->host_import) {
+      VkPhysicalDeviceExternalMemoryHostPropertiesEXT hp = {
+         .sType =
+            VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_EXTERNAL_MEMORY_HOST_PROPERTIES_EXT,
+      };
+      VkPhysicalDeviceProperties2 pp2 = {
+         .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2,
+         .pNext = &hp,
+      };
+      vkGetPhysicalDeviceProperties2(vk->physical, &pp2);
+      vk->host_import_align = hp.minImportedHostPointerAlignment;
+   }
+   const char *dev_ext[] = {VK_EXT_EXTERNAL_MEMORY_HOST_EXTENSION_NAME};
+
    VkPhysicalDeviceVulkan13Features f13 = {
       .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_3_FEATURES,
       .synchronization2 = VK_TRUE,
@@ -265,6 +293,8 @@ devices:;
       .pNext = &f12,
       .queueCreateInfoCount = 1,
       .pQueueCreateInfos = &qci,
+      .enabledExtensionCount = vk->host_import ? 1 : 0,
+      .ppEnabledExtensionNames = dev_ext,
    };
    VK_CHECK(vkCreateDevice(vk->physical, &dci, vk->alloc, &vk->device));
    vkGetDeviceQueue(vk->device, vk->queue_family, 0, &vk->queue);

@@ -72,6 +72,10 @@ struct vk {
    uint32_t host_type; /* a HOST_VISIBLE | HOST_COHERENT memory type */
    VkDeviceSize atom;
    VkAllocationCallbacks *alloc; /* NULL or the counting allocator */
+   /* VK_EXT_external_memory_host, enabled when the driver has it, and
+    * its minImportedHostPointerAlignment. */
+   bool host_import;
+   VkDeviceSize host_import_align;
 };
 
 /* Benchmarks: no validation layer, no messenger. */
@@ -81,6 +85,9 @@ extern bool vk_force_layer;
 
 /* Validation warnings and errors since the program started. */
 extern unsigned vk_validation_messages;
+/* Of those, the ones a test provoked on purpose (invalid usage) and
+ * checked for: not counted against it. */
+extern unsigned vk_validation_expected;
 extern bool vk_test_failed;
 
 #define VK_CHECK(expr)                                                       \
