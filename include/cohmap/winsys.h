@@ -126,6 +126,10 @@ cohmap_device_flush_all(struct cohmap_device *dev);
 
 struct cohmap_device_stats {
    uint64_t submissions;
+   /* Submissions the device has finished executing, whether or not the
+    * host has observed them yet (observing is what merges their writes;
+    * see cohmap_fence_poll()). */
+   uint64_t completed;
    uint64_t bytes_uploaded;    /* CPU → device, tracked and explicit */
    uint64_t bytes_downloaded;  /* device → CPU */
    uint64_t bytes_merged;      /* GPU bytes copied into mappings */

@@ -238,6 +238,7 @@ cohmap_device_get_stats(struct cohmap_device *dev,
       return cohmap_errorf(-EINVAL, "device or out is NULL");
    memset(out, 0, sizeof(*out));
    out->submissions = atomic_load(&dev->submissions);
+   out->completed = dev->ops->completed(dev->backend);
    out->bytes_uploaded = atomic_load(&dev->bytes_uploaded);
    out->bytes_downloaded = atomic_load(&dev->bytes_downloaded);
    out->bytes_merged = atomic_load(&dev->bytes_merged);

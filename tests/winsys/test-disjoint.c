@@ -69,10 +69,14 @@
 /* The GPU spends this long on each submission before executing it. */
 #define EXEC_US 2000
 #define EXEC_US_STR "2000"
-/* B sleeps this long so that the GPU finishes S1 unobserved.  Should S1
- * still run by S2's upload (a loaded machine), B becomes C -- which must
- * give the same bytes. */
-#define SETTLE_US (10 * EXEC_US)
+/* B waits until the device has finished S1 (without observing it) before
+ * S2, polling this often, for at most SETTLE_MAX_US.  A fixed sleep was
+ * not enough on a loaded machine: S1 then still ran at S2's upload, which
+ * is case C, where a GPU copy carrying old values over the CPU's late
+ * bytes is a race the GPU may win (it wrote last) -- lost CPU bytes that
+ * were the test's timing, not the library. */
+#define SETTLE_US (EXEC_US / 4)
+#define SETTLE_MAX_US (60u * 1000 * 1000)
 #define MAX_PARTS 4
 #define MAX_WRITE 65536
 
@@ -570,6 +574,26 @@ note_in_flight(struct fx *f, struct cohmap_fence *fence, bool *busy)
    return *busy || api_ok(f, ret, "poll");
 }
 
+/* Waits until the device has executed the first `count` submissions,
+ * without observing (merging) any of them. */
+static bool
+settle(struct fx *f, uint64_t count)
+{
+   struct cohmap_device_stats d;
+   for (unsigned waited = 0;; waited += SETTLE_US) {
+      if (!get_stats(f, &d))
+         return false;
+      if (d.completed >= count)
+         return true;
+      if (waited >= SETTLE_MAX_US) {
+         fprintf(stderr, "%s: round %u: S1 not executed after %u s\n",
+                 f->c->name, f->round, SETTLE_MAX_US / 1000000);
+         return false;
+      }
+      usleep(SETTLE_US);
+   }
+}
+
 static bool
 round_run(struct fx *f)
 {
@@ -630,7 +654,8 @@ round_run(struct fx *f)
       }
       break;
    case DIR_UNOBSERVED:
-      usleep(SETTLE_US);
+      if (!settle(f, d0.submissions + 1))
+         goto out;
       break;
    case DIR_IN_FLIGHT:
       if (!note_in_flight(f, f1, &busy))
