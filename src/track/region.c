@@ -1395,19 +1395,53 @@ cohmap_region_merge(struct cohmap_region *r, size_t offset, const void *dev,
       return ret;
    }
 
+   /* The rule reads "memory == snapshot" as "the CPU did not write this
+    * byte since the device was last given it".  That does not hold where
+    * the snapshot is ahead of the device: while the whole region is due
+    * (report_whole: INITIAL_DIRTY memory the device has never been given,
+    * or a snapshot a switch created over unreported stores), and in the
+    * carry (requeued ranges: reported and copied into the snapshot, but
+    * their upload failed).  Those bytes go to the device at the next
+    * collect; the CPU's value wins, as in a conflict. */
+   if (r->report_whole) {
+      pthread_mutex_unlock(&r->lock);
+      return 0;
+   }
+   struct cohmap_ranges todo;
+   cohmap_ranges_init(&todo);
+   const struct cohmap_range whole = {offset, length};
+   const struct cohmap_range *v = &whole;
+   size_t count = 1;
+   if (r->carry.count) {
+      cohmap_ranges_normalize(&r->carry);
+      if (cohmap_ranges_op(&whole, 1, r->carry.v, r->carry.count, false,
+                           &todo)) {
+         pthread_mutex_unlock(&r->lock);
+         return cohmap_errorf(-ENOMEM, "merge: out of memory");
+      }
+      v = todo.v;
+      count = todo.count;
+   }
+
    uint64_t t0 = cohmap_now_ns();
-   /* Skip what the device did not change a block at a time: usually the
-    * device wrote a small part of what it may have written. */
-   enum { BLOCK = 256 };
-   const uint8_t *d = dev;
-   uint8_t *mem = r->ptr + offset, *snap = r->snapshot + offset;
-   for (size_t blk = 0; blk < length; blk += BLOCK) {
-      size_t n = length - blk < BLOCK ? length - blk : BLOCK;
-      if (memcmp(d + blk, snap + blk, n) != 0)
-         merge_words(mem + blk, snap + blk, d + blk, n, merged, conflicts);
+   for (size_t k = 0; k < count; k++) {
+      /* Skip what the device did not change a block at a time: usually
+       * the device wrote a small part of what it may have written. */
+      enum { BLOCK = 256 };
+      const uint8_t *d = (const uint8_t *)dev + (v[k].offset - offset);
+      uint8_t *mem = r->ptr + v[k].offset;
+      uint8_t *snap = r->snapshot + v[k].offset;
+      size_t len = v[k].length;
+      for (size_t blk = 0; blk < len; blk += BLOCK) {
+         size_t n = len - blk < BLOCK ? len - blk : BLOCK;
+         if (memcmp(d + blk, snap + blk, n) != 0)
+            merge_words(mem + blk, snap + blk, d + blk, n, merged,
+                        conflicts);
+      }
    }
    r->stats.tracking_ns += cohmap_now_ns() - t0;
    pthread_mutex_unlock(&r->lock);
+   cohmap_ranges_fini(&todo);
    return 0;
 }
 
