@@ -604,6 +604,13 @@ cohmap_block_flush(struct cohmap_block *block)
    struct cohmap_device *dev = block->dev;
    struct cohmap_dirty d;
 
+   /* A dedicated block whose BO the caller destroyed only lives on for
+    * submissions still using its device memory: its contents no longer
+    * matter, and a wrapped BO's memory is the caller's again -- it may
+    * already be unmapped (found by fuzz-winsys: flush_all failed with
+    * EFAULT on a destroyed userptr BO). */
+   if (block->bo && atomic_load(&block->bo->destroyed))
+      return 0;
    pthread_mutex_lock(&block->lock);
    uint64_t t0 = cohmap_now_ns();
    int ret = cohmap_region_collect(block->region, 0, &d);
