@@ -629,11 +629,8 @@ cm_devlocal_upload(struct cm_device *dev, VkQueue queue,
       uint64_t bytes = 0;
       for (size_t i = 0; i < d.count; i++) {
          size_t off = d.ranges[i].offset, len = d.ranges[i].length;
-         /* The region is whole pages, the mapping may end before. */
-         if (off >= mem->map_len)
+         if (!cm_clip_to_map(mem, off, &len))
             break;
-         if (len > mem->map_len - off)
-            len = mem->map_len - off;
          memcpy(job->ptr + used, src + off, len);
          if (!copy_add(dev, mem, used, mem->map_lo + off, len)) {
             cohmap_region_requeue(mem->region, d.ranges + i, d.count - i);

@@ -219,12 +219,8 @@ direct_collect(struct cm_device *dev, struct cm_memory *mem, uint32_t *count)
    uint64_t bytes = 0;
    for (size_t i = 0; i < d.count; i++) {
       size_t off = d.ranges[i].offset, len = d.ranges[i].length;
-      /* The region is whole pages; the driver's mapping may end inside
-       * the last one. */
-      if (off >= mem->map_len)
+      if (!cm_clip_to_map(mem, off, &len))
          break;
-      if (len > mem->map_len - off)
-         len = mem->map_len - off;
       bytes += len;
       if (!cm_scratch_add(dev, count, mem, mem->map_lo + off, len)) {
          cohmap_region_requeue(mem->region, d.ranges + i, d.count - i);

@@ -318,6 +318,20 @@ void cm_shadow_fix_memory_properties(const struct cm_instance *inst,
  * mode, or NULL if the layer does not intercept it. */
 PFN_vkVoidFunction cm_shadow_proc(const char *name);
 
+/* Clips a collected range [off, off + *len) of mem's region to its mapping:
+ * the region is rounded up to whole pages, and the bytes past the driver's
+ * mapping are not the application's.  false when nothing is left (the
+ * ranges are sorted: none after this one is either). */
+static inline bool
+cm_clip_to_map(const struct cm_memory *mem, size_t off, size_t *len)
+{
+   if (off >= mem->map_len)
+      return false;
+   if (*len > mem->map_len - off)
+      *len = mem->map_len - off;
+   return true;
+}
+
 /* shadow.c: pieces the other modes share (see the functions they wrap). */
 struct cm_memory *cm_find_memory(struct cm_device *dev,
                                  VkDeviceMemory handle);

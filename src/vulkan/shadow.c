@@ -417,12 +417,8 @@ upload_memory(struct cm_device *dev, struct cm_memory *mem, uint32_t *count)
    uint64_t bytes = 0;
    for (size_t i = 0; i < d.count; i++) {
       size_t off = d.ranges[i].offset, len = d.ranges[i].length;
-      /* The region is rounded up to whole pages: the bytes past the
-       * driver's mapping are not the application's to write. */
-      if (off >= mem->map_len)
+      if (!cm_clip_to_map(mem, off, &len))
          break;
-      if (len > mem->map_len - off)
-         len = mem->map_len - off;
       memcpy(mem->driver_ptr + off, src + off, len);
       bytes += len;
       if (mem->noncoherent &&
