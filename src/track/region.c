@@ -1466,6 +1466,25 @@ cohmap_region_zero(struct cohmap_region *r, size_t offset, size_t length)
    return ret;
 }
 
+void
+cohmap_region_release(struct cohmap_region *r)
+{
+   if (!registry_contains(r) || r->owned)
+      return;
+   /* wrap_lock: a wrap of these addresses either saw the region still
+    * attached or sees it detached, never half of it. */
+   pthread_mutex_lock(&wrap_lock);
+   pthread_mutex_lock(&r->lock);
+   if (!r->detached) {
+      r->ops->detach(r);
+      r->detached = true;
+   }
+   if (!r->error)
+      r->error = -ENXIO;
+   pthread_mutex_unlock(&r->lock);
+   pthread_mutex_unlock(&wrap_lock);
+}
+
 int
 cohmap_region_requeue(struct cohmap_region *r, const struct cohmap_range *v,
                       size_t count)

@@ -361,6 +361,14 @@ int cohmap_region_merge(struct cohmap_region *r, size_t offset,
 int cohmap_region_zero(struct cohmap_region *r, size_t offset,
                        size_t length);
 
+/* Stops tracking a wrapped region's memory for good (the winsys, when the
+ * BO that wraps it is destroyed while submissions still hold the region):
+ * the engine lets go of the range, which stops counting against other
+ * wraps of the same addresses, and every later collect or merge fails
+ * with -ENXIO without touching it.  No effect on regions cohmap
+ * allocated. */
+void cohmap_region_release(struct cohmap_region *r);
+
 /* Ranges a collect reported that could not be delivered (the upload
  * failed): the next collect reports them again, whole. */
 int cohmap_region_requeue(struct cohmap_region *r,

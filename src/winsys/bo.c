@@ -528,7 +528,17 @@ cohmap_bo_destroy(struct cohmap_bo *bo)
       return 0;
    if (!cohmap_bo_valid(bo))
       return cohmap_errorf(-EBADF, "%p is not a live BO", (void *)bo);
+   /* A wrapped BO's memory is the caller's again as soon as this returns
+    * (it may unmap it, and a new mapping or wrap may take the addresses),
+    * while the block lives on for submissions still using its device
+    * memory: stop tracking the range now.  Under the block lock, which
+    * the flushes hold while they collect and check `destroyed`. */
+   struct cohmap_block *block = bo->block;
+   pthread_mutex_lock(&block->lock);
    atomic_store(&bo->destroyed, true);
+   if (block->bo == bo && block->region)
+      cohmap_region_release(block->region);
+   pthread_mutex_unlock(&block->lock);
    bo_count(bo->dev, -1);
    cohmap_bo_unref(bo);
    return 0;
@@ -609,9 +619,11 @@ cohmap_block_flush(struct cohmap_block *block)
     * matter, and a wrapped BO's memory is the caller's again -- it may
     * already be unmapped (found by fuzz-winsys: flush_all failed with
     * EFAULT on a destroyed userptr BO). */
-   if (block->bo && atomic_load(&block->bo->destroyed))
-      return 0;
    pthread_mutex_lock(&block->lock);
+   if (block->bo && atomic_load(&block->bo->destroyed)) {
+      pthread_mutex_unlock(&block->lock);
+      return 0;
+   }
    uint64_t t0 = cohmap_now_ns();
    int ret = cohmap_region_collect(block->region, 0, &d);
    atomic_fetch_add(&dev->collects, 1);
@@ -763,6 +775,13 @@ cohmap_bo_readback(struct cohmap_bo *bo, const struct cohmap_range *ranges,
    int ret = 0;
    size_t merged = 0, conflicts = 0, downloaded = 0;
    pthread_mutex_lock(&block->lock);
+   if (atomic_load(&bo->destroyed)) {
+      /* Writes to a released BO are dropped; a wrapped one's memory may
+       * be gone (cohmap_bo_destroy()). */
+      pthread_mutex_unlock(&block->lock);
+      free(tmp);
+      return 0;
+   }
    uint64_t t0 = cohmap_now_ns();
    for (size_t i = 0; i < count && !ret; i++) {
       size_t off = bo->offset + ranges[i].offset;
