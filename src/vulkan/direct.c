@@ -459,17 +459,6 @@ before_submit(struct cm_device *dev, VkQueue queue, bool upload)
    return res;
 }
 
-static void
-after_submit(struct cm_device *dev, VkResult res)
-{
-   if (res != VK_SUCCESS)
-      return;
-   pthread_mutex_lock(&dev->lock);
-   dev->submits++;
-   dev->stat_submits++;
-   pthread_mutex_unlock(&dev->lock);
-}
-
 static VKAPI_ATTR VkResult VKAPI_CALL
 modes_QueueSubmit(VkQueue queue, uint32_t count, const VkSubmitInfo *submits,
                   VkFence fence)
@@ -481,7 +470,7 @@ modes_QueueSubmit(VkQueue queue, uint32_t count, const VkSubmitInfo *submits,
    VkResult res = before_submit(dev, queue, true);
    if (res == VK_SUCCESS) {
       res = dev->next.QueueSubmit(queue, count, submits, fence);
-      after_submit(dev, res);
+      cm_after_submit(dev, res);
    }
    unlock_queue(l);
    return res;
@@ -500,7 +489,7 @@ queue_submit2(VkQueue queue, uint32_t count, const VkSubmitInfo2 *submits,
    VkResult res = before_submit(dev, queue, true);
    if (res == VK_SUCCESS) {
       res = next(queue, count, submits, fence);
-      after_submit(dev, res);
+      cm_after_submit(dev, res);
    }
    unlock_queue(l);
    return res;
@@ -534,7 +523,7 @@ modes_QueueBindSparse(VkQueue queue, uint32_t count,
    VkResult res = before_submit(dev, queue, false);
    if (res == VK_SUCCESS) {
       res = dev->next.QueueBindSparse(queue, count, infos, fence);
-      after_submit(dev, res);
+      cm_after_submit(dev, res);
    }
    unlock_queue(l);
    return res;

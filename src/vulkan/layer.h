@@ -333,6 +333,9 @@ cm_clip_to_map(const struct cm_memory *mem, size_t off, size_t *len)
 }
 
 /* shadow.c: pieces the other modes share (see the functions they wrap). */
+/* Counts a submission the driver accepted (res), so that a host wait that
+ * began later covers it. */
+void cm_after_submit(struct cm_device *dev, VkResult res);
 struct cm_memory *cm_find_memory(struct cm_device *dev,
                                  VkDeviceMemory handle);
 bool cm_mapped_add(struct cm_device *dev, struct cm_memory *mem);

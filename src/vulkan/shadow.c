@@ -1110,8 +1110,8 @@ before_submit(struct cm_device *dev)
 
 /* Counted after the driver accepted the work, so that a wait that began
  * later covers it (observed_completion()). */
-static void
-after_submit(struct cm_device *dev, VkResult res)
+void
+cm_after_submit(struct cm_device *dev, VkResult res)
 {
    if (res != VK_SUCCESS)
       return;
@@ -1134,7 +1134,7 @@ cm_QueueSubmit(VkQueue queue, uint32_t count, const VkSubmitInfo *submits,
    if (res != VK_SUCCESS)
       return res;
    res = dev->next.QueueSubmit(queue, count, submits, fence);
-   after_submit(dev, res);
+   cm_after_submit(dev, res);
    return res;
 }
 
@@ -1153,7 +1153,7 @@ queue_submit2(VkQueue queue, uint32_t count, const VkSubmitInfo2 *submits,
    if (res != VK_SUCCESS)
       return res;
    res = next(queue, count, submits, fence);
-   after_submit(dev, res);
+   cm_after_submit(dev, res);
    return res;
 }
 
@@ -1231,7 +1231,7 @@ cm_QueueBindSparse(VkQueue queue, uint32_t count,
    if (res != VK_SUCCESS)
       return res;
    res = dev->next.QueueBindSparse(queue, count, infos, fence);
-   after_submit(dev, res);
+   cm_after_submit(dev, res);
    return res;
 }
 
