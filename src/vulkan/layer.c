@@ -327,6 +327,62 @@ cm_EnumerateInstanceExtensionProperties(const char *layer, uint32_t *count,
    return VK_SUCCESS;
 }
 
+static enum cm_mode device_mode(struct cm_instance *inst,
+                                VkPhysicalDevice physical,
+                                enum cm_how how[VK_MAX_MEMORY_TYPES]);
+
+/* The driver's device extensions less those the layer cannot honour on a
+ * device it works on (cm_extension_hidden(): VK_EXT_map_memory_placed),
+ * with the usual two-call contract: VK_INCOMPLETE when props is too
+ * short. */
+static VkResult
+hide_extensions(struct cm_instance *inst, VkPhysicalDevice physical,
+                uint32_t *count, VkExtensionProperties *props)
+{
+   PFN_vkEnumerateDeviceExtensionProperties next =
+      inst->next.EnumerateDeviceExtensionProperties;
+   VkExtensionProperties *all = NULL;
+   uint32_t n = 0;
+   VkResult res;
+   /* The list may grow between the two calls (it does not on any driver
+    * known, but the contract allows it): ask again then. */
+   do {
+      res = next(physical, NULL, &n, NULL);
+      if (res != VK_SUCCESS)
+         break;
+      cm_free(&inst->alloc, all);
+      all = n ? cm_alloc(&inst->alloc, n * sizeof(*all),
+                         VK_SYSTEM_ALLOCATION_SCOPE_COMMAND)
+              : NULL;
+      if (n && !all) {
+         res = VK_ERROR_OUT_OF_HOST_MEMORY;
+         break;
+      }
+      res = next(physical, NULL, &n, all);
+   } while (res == VK_INCOMPLETE);
+   if (res != VK_SUCCESS) {
+      cm_free(&inst->alloc, all);
+      return res;
+   }
+
+   uint32_t kept = 0;
+   for (uint32_t i = 0; i < n; i++) {
+      if (!cm_extension_hidden(all[i].extensionName))
+         all[kept++] = all[i];
+   }
+   if (!props) {
+      *count = kept;
+   } else {
+      if (*count > kept)
+         *count = kept;
+      memcpy(props, all, *count * sizeof(*props));
+      if (*count < kept)
+         res = VK_INCOMPLETE;
+   }
+   cm_free(&inst->alloc, all);
+   return res;
+}
+
 static VKAPI_ATTR VkResult VKAPI_CALL
 cm_EnumerateDeviceExtensionProperties(VkPhysicalDevice physical,
                                       const char *layer, uint32_t *count,
@@ -339,8 +395,11 @@ cm_EnumerateDeviceExtensionProperties(VkPhysicalDevice physical,
    struct cm_instance *inst = instance_from_key(cm_key(physical));
    if (!inst)
       return VK_ERROR_INITIALIZATION_FAILED;
-   return inst->next.EnumerateDeviceExtensionProperties(physical, layer,
-                                                        count, props);
+   enum cm_how how[VK_MAX_MEMORY_TYPES];
+   if (layer || device_mode(inst, physical, how) == CM_MODE_OFF)
+      return inst->next.EnumerateDeviceExtensionProperties(physical, layer,
+                                                           count, props);
+   return hide_extensions(inst, physical, count, props);
 }
 
 /* The mode of a device on this physical device, never auto, and for
@@ -577,16 +636,25 @@ cm_GetDeviceProcAddr(VkDevice device, const char *name)
 
    PFN_vkVoidFunction below = dev->next.GetDeviceProcAddr(device, name);
    /* Intercept only what the driver has (a NULL stays NULL: the
-    * extension is not enabled), and only on devices the layer works on.
-    * Direct and device-local devices share shadow mode's tracking of
-    * buffers, images and binds. */
+    * extension is not enabled), and only on devices the layer works on. */
    if (!below || dev->mode == CM_MODE_OFF)
       return below;
+   PFN_vkVoidFunction ours = cm_device_proc(dev, name);
+   return ours ? ours : below;
+}
+
+PFN_vkVoidFunction
+cm_device_proc(const struct cm_device *dev, const char *name)
+{
+   /* Direct and device-local devices share shadow mode's tracking of
+    * buffers, images and binds. */
    PFN_vkVoidFunction ours =
       dev->mode == CM_MODE_SHADOW ? NULL : cm_modes_proc(name);
    if (!ours)
       ours = cm_shadow_proc(name);
-   return ours ? ours : below;
+   if (!ours)
+      ours = cm_map2_proc(name);
+   return ours;
 }
 
 static VKAPI_ATTR PFN_vkVoidFunction VKAPI_CALL
@@ -614,6 +682,8 @@ cm_GetInstanceProcAddr(VkInstance instance, const char *name)
    PFN_vkVoidFunction ours = glue_proc(name);
    if (!ours)
       ours = cm_shadow_proc(name);
+   if (!ours)
+      ours = cm_map2_proc(name);
    return ours ? ours : below;
 }
 

@@ -318,6 +318,16 @@ void cm_shadow_fix_memory_properties(const struct cm_instance *inst,
  * mode, or NULL if the layer does not intercept it. */
 PFN_vkVoidFunction cm_shadow_proc(const char *name);
 
+/* layer.c: the layer's entry point called name for dev's mode (not off),
+ * or NULL if the layer does not intercept it. */
+PFN_vkVoidFunction cm_device_proc(const struct cm_device *dev,
+                                  const char *name);
+
+/* map2.c: vkMapMemory2(KHR) and vkUnmapMemory2(KHR), or NULL. */
+PFN_vkVoidFunction cm_map2_proc(const char *name);
+/* map2.c: device extensions the layer hides on the devices it works on. */
+bool cm_extension_hidden(const char *name);
+
 /* Clips a collected range [off, off + *len) of mem's region to its mapping:
  * the region is rounded up to whole pages, and the bytes past the driver's
  * mapping are not the application's.  false when nothing is left (the

@@ -12,6 +12,8 @@
 
 bool vk_no_validation;
 bool vk_force_layer;
+const char *vk_below_layer;
+const char *vk_extra_extension;
 unsigned vk_validation_messages;
 unsigned vk_validation_expected;
 bool vk_test_failed;
@@ -150,13 +152,19 @@ vk_init(struct vk *vk, enum vk_config config)
    vk->config = config;
    vk_config_env(config);
 
-   const char *layers[2];
+   const char *layers[3];
    uint32_t layer_count = 0;
    /* The cohmap layer first (nearest the application), validation below
     * it: validation sees the layer's own calls to the driver. */
    if ((config != VK_CONFIG_NONE && config != VK_CONFIG_ENV) ||
        vk_force_layer)
       layers[layer_count++] = LAYER_COHMAP;
+   /* A test layer dressing the driver up goes above validation: the
+    * validation layer wraps non-dispatchable handles, so a function it
+    * does not know (an emulated extension's) must be implemented above
+    * it, where its calls down are ones validation unwraps. */
+   if (vk_below_layer)
+      layers[layer_count++] = vk_below_layer;
    if (!vk_no_validation)
       layers[layer_count++] = LAYER_VALIDATION;
 
@@ -252,9 +260,13 @@ devices:;
    VkExtensionProperties *ep = calloc(en ? en : 1, sizeof(*ep));
    if (ep && vkEnumerateDeviceExtensionProperties(vk->physical, NULL, &en,
                                                   ep) == VK_SUCCESS) {
-      for (uint32_t i = 0; i < en; i++)
+      for (uint32_t i = 0; i < en; i++) {
          vk->host_import |= !strcmp(
             ep[i].extensionName, VK_EXT_EXTERNAL_MEMORY_HOST_EXTENSION_NAME);
+         vk->extra_extension |=
+            vk_extra_extension &&
+            !strcmp(ep[i].extensionName, vk_extra_extension);
+      }
    }
    free(ep);
    if (vk->host_import) {
@@ -269,7 +281,12 @@ devices:;
       vkGetPhysicalDeviceProperties2(vk->physical, &pp2);
       vk->host_import_align = hp.minImportedHostPointerAlignment;
    }
-   const char *dev_ext[] = {VK_EXT_EXTERNAL_MEMORY_HOST_EXTENSION_NAME};
+   const char *dev_ext[2];
+   uint32_t dev_ext_count = 0;
+   if (vk->host_import)
+      dev_ext[dev_ext_count++] = VK_EXT_EXTERNAL_MEMORY_HOST_EXTENSION_NAME;
+   if (vk->extra_extension)
+      dev_ext[dev_ext_count++] = vk_extra_extension;
 
    VkPhysicalDeviceVulkan13Features f13 = {
       .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_3_FEATURES,
@@ -293,7 +310,7 @@ devices:;
       .pNext = &f12,
       .queueCreateInfoCount = 1,
       .pQueueCreateInfos = &qci,
-      .enabledExtensionCount = vk->host_import ? 1 : 0,
+      .enabledExtensionCount = dev_ext_count,
       .ppEnabledExtensionNames = dev_ext,
    };
    VK_CHECK(vkCreateDevice(vk->physical, &dci, vk->alloc, &vk->device));

@@ -76,7 +76,15 @@ struct vk {
     * its minImportedHostPointerAlignment. */
    bool host_import;
    VkDeviceSize host_import_align;
+   bool extra_extension;
 };
+
+/* A test layer that dresses the driver up (emulates an extension), or
+ * NULL: below the cohmap layer, above validation (vk-util.c says why). */
+extern const char *vk_below_layer;
+/* A device extension to enable when the device offers it, or NULL;
+ * vk.extra_extension says whether it was. */
+extern const char *vk_extra_extension;
 
 /* Benchmarks: no validation layer, no messenger. */
 extern bool vk_no_validation;
