@@ -275,7 +275,7 @@ cm_devlocal_memory_init(struct cm_device *dev, struct cm_memory *mem,
       return;
    VkMemoryRequirements req;
    dev->next.GetBufferMemoryRequirements(dev->device, buffer, &req);
-   if (!(req.memoryTypeBits & (1u << mem->type)) ||
+   if (!(req.memoryTypeBits & (1u << dev->types.real[mem->type])) ||
        req.size > info->allocationSize ||
        dev->next.BindBufferMemory(dev->device, buffer, mem->handle, 0) !=
           VK_SUCCESS) {

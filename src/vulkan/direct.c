@@ -10,9 +10,12 @@
  * does (cm_modes_plan()): CM_HOW_DIRECT for host-visible types that lack
  * HOST_COHERENT, CM_HOW_DEVLOCAL for device-local types that are not
  * host-visible (devlocal.c), CM_HOW_PASS for the rest.  The application
- * sees HOST_COHERENT on the first and HOST_VISIBLE | HOST_COHERENT on the
- * second.  Buffers, images and binds go through shadow.c's tracking of
- * what the GPU can write; everything else about memory is here.
+ * sees HOST_COHERENT on the first; the second stay as they are and come
+ * once more after the driver's types as DEVICE_LOCAL | HOST_VISIBLE |
+ * HOST_COHERENT (struct cm_types says why), which the memory requirements
+ * of buffers and images include wherever they include the original.
+ * Buffers, images and binds go through shadow.c's tracking of what the
+ * GPU can write; everything else about memory is here.
  *
  * Direct: the application gets the driver's own pointer, so nothing is
  * copied; the layer only has to find the CPU's writes and flush them, and
@@ -87,44 +90,86 @@ believed_flags(uint32_t pretend, VkMemoryPropertyFlags f)
    return f;
 }
 
+/* Whether presented type k is where the specification's order wants it
+ * against every other type (struct cm_types).  Only pairs with k: the
+ * driver's own order is the driver's. */
+static bool
+in_order(const struct cm_types *t, uint32_t k)
+{
+   for (uint32_t i = 0; i < t->count; i++) {
+      VkMemoryPropertyFlags lo = t->flags[i < k ? i : k];
+      VkMemoryPropertyFlags hi = t->flags[i < k ? k : i];
+      if (i != k && (hi & lo) == hi && hi != lo)
+         return false; /* a strict subset after its superset */
+   }
+   return true;
+}
+
+/* Presents real type r once more, after the driver's, as flags. */
+static bool
+append_type(struct cm_types *t, uint32_t r, VkMemoryPropertyFlags flags,
+            enum cm_how how)
+{
+   if (t->count == VK_MAX_MEMORY_TYPES)
+      return false;
+   t->flags[t->count] = flags;
+   t->real[t->count] = (uint8_t)r;
+   t->how[t->count] = how;
+   if (!in_order(t, t->count))
+      return false;
+   t->count++;
+   return true;
+}
+
 enum cm_mode
 cm_modes_plan(enum cm_mode mode, uint32_t pretend,
               const VkPhysicalDeviceMemoryProperties *real,
-              enum cm_how how[VK_MAX_MEMORY_TYPES])
+              struct cm_types *types)
 {
    bool want_direct = mode == CM_MODE_AUTO || mode == CM_MODE_DIRECT;
    bool want_devlocal = mode == CM_MODE_AUTO || mode == CM_MODE_DEVICE_LOCAL;
    /* Heaps with a host-visible type: auto leaves their device-local
     * types alone (the application has a host-visible choice there). */
    bool heap_visible[VK_MAX_MEMORY_HEAPS] = {false};
+   memset(types, 0, sizeof(*types));
+   types->real_count = types->count = real->memoryTypeCount;
    for (uint32_t i = 0; i < real->memoryTypeCount; i++) {
       VkMemoryPropertyFlags f =
          believed_flags(pretend, real->memoryTypes[i].propertyFlags);
+      types->flags[i] = f;
+      types->real[i] = (uint8_t)i;
       if ((f & VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT) &&
           real->memoryTypes[i].heapIndex < VK_MAX_MEMORY_HEAPS)
          heap_visible[real->memoryTypes[i].heapIndex] = true;
    }
 
+   const VkMemoryPropertyFlags visible = VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT |
+                                         VK_MEMORY_PROPERTY_HOST_COHERENT_BIT;
    bool any_direct = false, any_devlocal = false;
-   for (uint32_t i = 0; i < VK_MAX_MEMORY_TYPES; i++)
-      how[i] = CM_HOW_PASS;
    for (uint32_t i = 0; i < real->memoryTypeCount; i++) {
-      VkMemoryPropertyFlags f =
-         believed_flags(pretend, real->memoryTypes[i].propertyFlags);
+      VkMemoryPropertyFlags f = types->flags[i];
       /* Protected and lazily allocated memory can never be mapped. */
       if (f & (VK_MEMORY_PROPERTY_PROTECTED_BIT |
                VK_MEMORY_PROPERTY_LAZILY_ALLOCATED_BIT))
          continue;
       if (f & VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT) {
-         if (want_direct && !(f & VK_MEMORY_PROPERTY_HOST_COHERENT_BIT)) {
-            how[i] = CM_HOW_DIRECT;
+         if (!want_direct || (f & VK_MEMORY_PROPERTY_HOST_COHERENT_BIT))
+            continue;
+         types->flags[i] = f | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT;
+         types->how[i] = CM_HOW_DIRECT;
+         if (in_order(types, i)) {
             any_direct = true;
+            continue;
          }
+         types->flags[i] = f;
+         types->how[i] = CM_HOW_PASS;
+         any_direct |= append_type(types, i,
+                                   f | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT,
+                                   CM_HOW_DIRECT);
       } else if ((f & VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT) && want_devlocal &&
                  (mode == CM_MODE_DEVICE_LOCAL ||
                   !heap_visible[real->memoryTypes[i].heapIndex])) {
-         how[i] = CM_HOW_DEVLOCAL;
-         any_devlocal = true;
+         any_devlocal |= append_type(types, i, f | visible, CM_HOW_DEVLOCAL);
       }
    }
    if (any_devlocal)
@@ -133,17 +178,26 @@ cm_modes_plan(enum cm_mode mode, uint32_t pretend,
 }
 
 void
-cm_modes_fix_memory_properties(const enum cm_how how[],
+cm_modes_fix_memory_properties(const struct cm_types *types,
                                VkPhysicalDeviceMemoryProperties *p)
 {
-   for (uint32_t i = 0; i < p->memoryTypeCount; i++) {
-      VkMemoryPropertyFlags *f = &p->memoryTypes[i].propertyFlags;
-      if (how[i] == CM_HOW_DIRECT)
-         *f |= VK_MEMORY_PROPERTY_HOST_COHERENT_BIT;
-      else if (how[i] == CM_HOW_DEVLOCAL)
-         *f |= VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT |
-               VK_MEMORY_PROPERTY_HOST_COHERENT_BIT;
+   VkMemoryType real[VK_MAX_MEMORY_TYPES];
+   memcpy(real, p->memoryTypes, sizeof(real));
+   for (uint32_t i = 0; i < types->count; i++) {
+      p->memoryTypes[i].heapIndex = real[types->real[i]].heapIndex;
+      p->memoryTypes[i].propertyFlags = types->flags[i];
    }
+   p->memoryTypeCount = types->count;
+}
+
+uint32_t
+cm_modes_type_bits(const struct cm_types *types, uint32_t bits)
+{
+   for (uint32_t i = types->real_count; i < types->count; i++) {
+      if (bits & (1u << types->real[i]))
+         bits |= 1u << i;
+   }
+   return bits;
 }
 
 VkResult
@@ -155,7 +209,7 @@ cm_modes_device_init(struct cm_device *dev, const VkDeviceCreateInfo *info)
       return res;
    inst->next.GetPhysicalDeviceMemoryProperties(dev->physical,
                                                 &dev->real_props);
-   cm_modes_plan(inst->mode, inst->pretend, &dev->real_props, dev->how);
+   cm_modes_plan(inst->mode, inst->pretend, &dev->real_props, &dev->types);
    for (uint32_t i = 0; i < dev->props.memoryTypeCount; i++)
       dev->props.memoryTypes[i].propertyFlags = believed_flags(
          inst->pretend, dev->real_props.memoryTypes[i].propertyFlags);
@@ -539,9 +593,14 @@ modes_AllocateMemory(VkDevice device, const VkMemoryAllocateInfo *info,
    struct cm_device *dev = cm_device_from_key(cm_key(device));
    if (!dev)
       return VK_ERROR_INITIALIZATION_FAILED;
-   VkResult res = dev->next.AllocateMemory(device, info, alloc, out);
-   if (res != VK_SUCCESS || info->memoryTypeIndex >= VK_MAX_MEMORY_TYPES ||
-       dev->how[info->memoryTypeIndex] == CM_HOW_PASS)
+   /* An appended type is the driver's type it emulates. */
+   uint32_t type = info->memoryTypeIndex;
+   VkMemoryAllocateInfo real_info = *info;
+   if (type < dev->types.count)
+      real_info.memoryTypeIndex = dev->types.real[type];
+   VkResult res = dev->next.AllocateMemory(device, &real_info, alloc, out);
+   if (res != VK_SUCCESS || type >= dev->types.count ||
+       dev->types.how[type] == CM_HOW_PASS)
       return res;
 
    const VkAllocationCallbacks *a = alloc ? alloc : &dev->alloc;
@@ -555,16 +614,16 @@ modes_AllocateMemory(VkDevice device, const VkMemoryAllocateInfo *info,
    *mem = (struct cm_memory){
       .handle = *out,
       .size = info->allocationSize,
-      .type = info->memoryTypeIndex,
-      .how = dev->how[info->memoryTypeIndex],
-      .noncoherent = dev->how[info->memoryTypeIndex] == CM_HOW_DIRECT,
+      .type = type,
+      .how = dev->types.how[type],
+      .noncoherent = dev->types.how[type] == CM_HOW_DIRECT,
       .passthrough = cm_shared_memory(info),
    };
    /* Shared memory is the application's (or another API's): nothing to
     * stage, and a buffer of ours bound to it would need the external
     * handle types (VUID-vkBindBufferMemory-memory-02727). */
    if (mem->how == CM_HOW_DEVLOCAL && !mem->passthrough)
-      cm_devlocal_memory_init(dev, mem, info);
+      cm_devlocal_memory_init(dev, mem, &real_info);
 
    pthread_mutex_lock(&dev->lock);
    bool ok = cm_map_set(&dev->memories, (uint64_t)(uintptr_t)*out,
@@ -844,6 +903,51 @@ modes_InvalidateMappedMemoryRanges(VkDevice device, uint32_t count,
    return app_ranges(device, count, ranges, true);
 }
 
+/* --- memory requirements: the appended types -----------------------------
+ */
+
+static VKAPI_ATTR void VKAPI_CALL
+modes_GetBufferMemoryRequirements(VkDevice device, VkBuffer buffer,
+                                  VkMemoryRequirements *req)
+{
+   struct cm_device *dev = cm_device_from_key(cm_key(device));
+   dev->next.GetBufferMemoryRequirements(device, buffer, req);
+   req->memoryTypeBits = cm_modes_type_bits(&dev->types, req->memoryTypeBits);
+}
+
+static VKAPI_ATTR void VKAPI_CALL
+modes_GetImageMemoryRequirements(VkDevice device, VkImage image,
+                                 VkMemoryRequirements *req)
+{
+   struct cm_device *dev = cm_device_from_key(cm_key(device));
+   dev->next.GetImageMemoryRequirements(device, image, req);
+   req->memoryTypeBits = cm_modes_type_bits(&dev->types, req->memoryTypeBits);
+}
+
+/* The ...2 forms and the maintenance4 queries: one body each for the
+ * core and KHR names, which reach the same driver function. */
+#define REQUIREMENTS2(fn, info_type)                                         \
+   static VKAPI_ATTR void VKAPI_CALL modes_##fn(                             \
+      VkDevice device, const info_type *info, VkMemoryRequirements2 *req)    \
+   {                                                                         \
+      struct cm_device *dev = cm_device_from_key(cm_key(device));            \
+      dev->next.fn(device, info, req);                                       \
+      req->memoryRequirements.memoryTypeBits = cm_modes_type_bits(           \
+         &dev->types, req->memoryRequirements.memoryTypeBits);              \
+   }                                                                         \
+   static VKAPI_ATTR void VKAPI_CALL modes_##fn##KHR(                        \
+      VkDevice device, const info_type *info, VkMemoryRequirements2 *req)    \
+   {                                                                         \
+      modes_##fn(device, info, req);                                         \
+   }
+REQUIREMENTS2(GetBufferMemoryRequirements2, VkBufferMemoryRequirementsInfo2)
+REQUIREMENTS2(GetImageMemoryRequirements2, VkImageMemoryRequirementsInfo2)
+REQUIREMENTS2(GetDeviceBufferMemoryRequirements,
+              VkDeviceBufferMemoryRequirements)
+REQUIREMENTS2(GetDeviceImageMemoryRequirements,
+              VkDeviceImageMemoryRequirements)
+#undef REQUIREMENTS2
+
 PFN_vkVoidFunction
 cm_modes_proc(const char *name)
 {
@@ -859,6 +963,16 @@ cm_modes_proc(const char *name)
    ENTRY(UnmapMemory)
    ENTRY(FlushMappedMemoryRanges)
    ENTRY(InvalidateMappedMemoryRanges)
+   ENTRY(GetBufferMemoryRequirements)
+   ENTRY(GetImageMemoryRequirements)
+   ENTRY(GetBufferMemoryRequirements2)
+   ENTRY(GetBufferMemoryRequirements2KHR)
+   ENTRY(GetImageMemoryRequirements2)
+   ENTRY(GetImageMemoryRequirements2KHR)
+   ENTRY(GetDeviceBufferMemoryRequirements)
+   ENTRY(GetDeviceBufferMemoryRequirementsKHR)
+   ENTRY(GetDeviceImageMemoryRequirements)
+   ENTRY(GetDeviceImageMemoryRequirementsKHR)
    ENTRY(QueueSubmit)
    ENTRY(QueueSubmit2)
    ENTRY(QueueSubmit2KHR)

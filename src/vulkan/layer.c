@@ -329,7 +329,7 @@ cm_EnumerateInstanceExtensionProperties(const char *layer, uint32_t *count,
 
 static enum cm_mode device_mode(struct cm_instance *inst,
                                 VkPhysicalDevice physical,
-                                enum cm_how how[VK_MAX_MEMORY_TYPES]);
+                                struct cm_types *types);
 
 /* The driver's device extensions less those the layer cannot honour on a
  * device it works on (cm_extension_hidden(): VK_EXT_map_memory_placed),
@@ -395,8 +395,8 @@ cm_EnumerateDeviceExtensionProperties(VkPhysicalDevice physical,
    struct cm_instance *inst = instance_from_key(cm_key(physical));
    if (!inst)
       return VK_ERROR_INITIALIZATION_FAILED;
-   enum cm_how how[VK_MAX_MEMORY_TYPES];
-   if (layer || device_mode(inst, physical, how) == CM_MODE_OFF)
+   struct cm_types types;
+   if (layer || device_mode(inst, physical, &types) == CM_MODE_OFF)
       return inst->next.EnumerateDeviceExtensionProperties(physical, layer,
                                                            count, props);
    return hide_extensions(inst, physical, count, props);
@@ -407,13 +407,13 @@ cm_EnumerateDeviceExtensionProperties(VkPhysicalDevice physical,
  * memory-properties queries and by vkCreateDevice, which must agree. */
 static enum cm_mode
 device_mode(struct cm_instance *inst, VkPhysicalDevice physical,
-            enum cm_how how[VK_MAX_MEMORY_TYPES])
+            struct cm_types *types)
 {
    if (inst->mode == CM_MODE_SHADOW || inst->mode == CM_MODE_OFF)
       return inst->mode;
    VkPhysicalDeviceMemoryProperties p;
    inst->next.GetPhysicalDeviceMemoryProperties(physical, &p);
-   return cm_modes_plan(inst->mode, inst->pretend, &p, how);
+   return cm_modes_plan(inst->mode, inst->pretend, &p, types);
 }
 
 /* What the application sees of the memory types. */
@@ -421,12 +421,12 @@ static void
 fix_memory_properties(struct cm_instance *inst, VkPhysicalDevice physical,
                       VkPhysicalDeviceMemoryProperties *p)
 {
-   enum cm_how how[VK_MAX_MEMORY_TYPES];
-   enum cm_mode mode = device_mode(inst, physical, how);
+   struct cm_types types;
+   enum cm_mode mode = device_mode(inst, physical, &types);
    if (mode == CM_MODE_SHADOW)
       cm_shadow_fix_memory_properties(inst, p);
    else if (mode != CM_MODE_OFF)
-      cm_modes_fix_memory_properties(how, p);
+      cm_modes_fix_memory_properties(&types, p);
 }
 
 static VKAPI_ATTR void VKAPI_CALL
@@ -553,8 +553,20 @@ cm_CreateDevice(VkPhysicalDevice physical, const VkDeviceCreateInfo *info,
          dev->next.GetSemaphoreCounterValueKHR;
    if (!dev->next.QueueSubmit2)
       dev->next.QueueSubmit2 = dev->next.QueueSubmit2KHR;
+   if (!dev->next.GetBufferMemoryRequirements2)
+      dev->next.GetBufferMemoryRequirements2 =
+         dev->next.GetBufferMemoryRequirements2KHR;
+   if (!dev->next.GetImageMemoryRequirements2)
+      dev->next.GetImageMemoryRequirements2 =
+         dev->next.GetImageMemoryRequirements2KHR;
+   if (!dev->next.GetDeviceBufferMemoryRequirements)
+      dev->next.GetDeviceBufferMemoryRequirements =
+         dev->next.GetDeviceBufferMemoryRequirementsKHR;
+   if (!dev->next.GetDeviceImageMemoryRequirements)
+      dev->next.GetDeviceImageMemoryRequirements =
+         dev->next.GetDeviceImageMemoryRequirementsKHR;
 
-   dev->mode = device_mode(inst, physical, dev->how);
+   dev->mode = device_mode(inst, physical, &dev->types);
    if (dev->mode != CM_MODE_OFF) {
       res = dev->mode == CM_MODE_SHADOW ? cm_shadow_device_init(dev)
                                         : cm_modes_device_init(dev, info);

@@ -57,6 +57,33 @@ enum cm_how {
    CM_HOW_DEVLOCAL, /* tracked memory, copied through staging */
 };
 
+/* direct and device-local: the memory types the application sees, and
+ * what the layer does with each (cm_modes_plan()).  The driver's types
+ * come first, at their own indices, with the flags the layer believes
+ * (COHMAP_VK_PRETEND); a host-visible type that is not coherent gains
+ * HOST_COHERENT in place (direct).  Each device-local type the layer
+ * emulates host-visible memory on comes once more after them, as
+ * DEVICE_LOCAL | HOST_VISIBLE | HOST_COHERENT on the same heap; the
+ * original stays, untouched, for memory the CPU never maps.
+ *
+ * Both keep the order the specification requires of memoryTypes: a type
+ * whose flags are a strict subset of another's comes first, so that an
+ * application taking the first type with the flags it needs gets the
+ * least specialised one.  Changing a device-local type in place would put
+ * the emulated DEVICE_LOCAL | HOST_VISIBLE | HOST_COHERENT before the
+ * driver's HOST_VISIBLE | HOST_COHERENT system memory on the usual
+ * discrete layout, and every staging buffer would land in the emulation.
+ * A change that would break the order anyway is made the other way
+ * (direct appended instead of in place), or not at all: that type then
+ * goes without (a type with more flags is there to choose). */
+struct cm_types {
+   uint32_t count;      /* presented */
+   uint32_t real_count; /* the driver's; count - real_count are appended */
+   enum cm_how how[VK_MAX_MEMORY_TYPES]; /* by presented index */
+   uint8_t real[VK_MAX_MEMORY_TYPES];    /* the driver's index */
+   VkMemoryPropertyFlags flags[VK_MAX_MEMORY_TYPES]; /* presented */
+};
+
 struct cm_instance_dispatch {
    PFN_vkGetInstanceProcAddr GetInstanceProcAddr;
    PFN_vkDestroyInstance DestroyInstance;
@@ -118,6 +145,14 @@ struct cm_instance {
    X(GetEventStatus)                                                         \
    X(GetDeviceQueue)                                                         \
    X(GetBufferMemoryRequirements)                                            \
+   X(GetBufferMemoryRequirements2)                                           \
+   X(GetBufferMemoryRequirements2KHR)                                        \
+   X(GetImageMemoryRequirements2)                                            \
+   X(GetImageMemoryRequirements2KHR)                                         \
+   X(GetDeviceBufferMemoryRequirements)                                      \
+   X(GetDeviceBufferMemoryRequirementsKHR)                                   \
+   X(GetDeviceImageMemoryRequirements)                                       \
+   X(GetDeviceImageMemoryRequirementsKHR)                                    \
    X(CreateCommandPool)                                                      \
    X(DestroyCommandPool)                                                     \
    X(AllocateCommandBuffers)                                                 \
@@ -227,8 +262,8 @@ struct cm_device {
    /* The mode this device runs in: shadow, direct, device-local or off
     * (pass-through); never auto. */
    enum cm_mode mode;
-   /* direct and device-local: what the layer does with each type. */
-   enum cm_how how[VK_MAX_MEMORY_TYPES];
+   /* direct and device-local: the types the application sees. */
+   struct cm_types types;
    /* The driver's real memory types (staging buffers come from them). */
    VkPhysicalDeviceMemoryProperties real_props;
    /* device-local: queues, staging, copies (devlocal.c). */
@@ -367,14 +402,17 @@ VkResult cm_modes_device_init(struct cm_device *dev,
                               const VkDeviceCreateInfo *info);
 void cm_modes_device_finish(struct cm_device *dev);
 PFN_vkVoidFunction cm_modes_proc(const char *name);
-/* What a direct or device-local device does with each memory type of
+/* What a direct or device-local device does with the memory types of
  * real (the driver's properties, as the pretend knob says), and the
- * properties the application sees. */
+ * properties the application sees (struct cm_types). */
 enum cm_mode cm_modes_plan(enum cm_mode mode, uint32_t pretend,
                            const VkPhysicalDeviceMemoryProperties *real,
-                           enum cm_how how[VK_MAX_MEMORY_TYPES]);
-void cm_modes_fix_memory_properties(const enum cm_how how[],
+                           struct cm_types *types);
+void cm_modes_fix_memory_properties(const struct cm_types *types,
                                     VkPhysicalDeviceMemoryProperties *p);
+/* A memoryTypeBits of the driver's, with the appended types whose driver
+ * type it has. */
+uint32_t cm_modes_type_bits(const struct cm_types *types, uint32_t bits);
 
 /* import.c: imported host memory on a type the layer advertises as
  * coherent and the driver does not keep so.  _init after the record is in

@@ -224,6 +224,20 @@ devices:;
       }
    }
    VK_EXPECT(vk->host_type != UINT32_MAX, "a host-visible coherent type");
+   /* The order the specification requires of memoryTypes (what the
+    * layer presents must keep it): a type whose flags are a strict subset
+    * of another's comes first, so that taking the first type with the
+    * flags one needs gets the least specialised one. */
+   for (uint32_t i = 0; i < mp.memoryTypeCount; i++) {
+      for (uint32_t j = i + 1; j < mp.memoryTypeCount; j++) {
+         VkMemoryPropertyFlags x = mp.memoryTypes[i].propertyFlags;
+         VkMemoryPropertyFlags y = mp.memoryTypes[j].propertyFlags;
+         VK_EXPECT(!((y & x) == y && y != x),
+                   "memory type %u (%#x) before type %u (%#x), whose flags "
+                   "are a strict subset of its",
+                   i, x, j, y);
+      }
+   }
 
    /* vkGetPhysicalDeviceMemoryProperties2 must say the same. */
    VkPhysicalDeviceMemoryProperties2 mp2 = {
