@@ -1,6 +1,8 @@
 #!/bin/sh
 # run-fuzz.sh TARGET NAME WORKDIR SEED_DIR...
 #
+# NAME is the target's name, or NAME/VARIANT for a target run in several
+# configurations (vulkan/shadow): its regressions directory is NAME's.
 # One bounded libFuzzer run of TARGET (the 'fuzz' suite, -Dfuzz=true):
 # COHMAP_FUZZ_TIME seconds (default 5; `bin/test --fuzz-time N` sets it),
 # starting from the seed corpus and the regression inputs.  New inputs go
@@ -40,7 +42,7 @@ if [ "$rc" -ne 0 ]; then
 	for f in "$work"/crash-* "$work"/timeout-* "$work"/oom-* "$work"/leak-*; do
 		[ -e "$f" ] || continue
 		echo "run-fuzz: $name: failing input $f: fix the defect, then copy it"
-		echo "  to tests/fuzz/regressions/$name/ so that the replay test keeps it"
+		echo "  to tests/fuzz/regressions/${name%%/*}/ so that the replay test keeps it"
 	done
 	exit 1
 fi
