@@ -553,6 +553,8 @@ cm_CreateDevice(VkPhysicalDevice physical, const VkDeviceCreateInfo *info,
          dev->next.GetSemaphoreCounterValueKHR;
    if (!dev->next.QueueSubmit2)
       dev->next.QueueSubmit2 = dev->next.QueueSubmit2KHR;
+   if (!dev->next.SignalSemaphore)
+      dev->next.SignalSemaphore = dev->next.SignalSemaphoreKHR;
    if (!dev->next.GetBufferMemoryRequirements2)
       dev->next.GetBufferMemoryRequirements2 =
          dev->next.GetBufferMemoryRequirements2KHR;

@@ -143,6 +143,9 @@ struct cm_instance {
    X(GetSemaphoreCounterValue)                                               \
    X(GetSemaphoreCounterValueKHR)                                            \
    X(GetEventStatus)                                                         \
+   X(SetEvent)                                                               \
+   X(SignalSemaphore)                                                        \
+   X(SignalSemaphoreKHR)                                                     \
    X(GetDeviceQueue)                                                         \
    X(GetBufferMemoryRequirements)                                            \
    X(GetBufferMemoryRequirements2)                                           \
@@ -300,6 +303,9 @@ struct cm_device {
    uint32_t top_count;
    uint64_t other_count;
    struct cm_memory_stats other;
+
+   /* device-local: the one warning that host signals do not upload. */
+   bool devlocal_signal_warned;
 
    /* COHMAP_DEBUG=verify (shadow mode, verify.c), under lock. */
    bool verify, verify_oom;

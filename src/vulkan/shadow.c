@@ -1359,6 +1359,55 @@ cm_GetEventStatus(VkDevice device, VkEvent event)
    return res;
 }
 
+/* Host signals.  A batch already submitted may wait for an event the
+ * host sets (vkCmdWaitEvents with VK_PIPELINE_STAGE_HOST_BIT and
+ * VK_ACCESS_HOST_WRITE_BIT): the host's writes before vkSetEvent must
+ * reach it, and the submission that uploaded was before them.  So a host
+ * signal uploads as a submission does.  A timeline semaphore signalled
+ * from the host gets the same, though the specification is less explicit
+ * about host writes there: one collect is cheap next to a lost write. */
+static VKAPI_ATTR VkResult VKAPI_CALL
+cm_SetEvent(VkDevice device, VkEvent event)
+{
+   struct cm_device *dev = any_device(device);
+   if (!dev)
+      return VK_ERROR_INITIALIZATION_FAILED;
+   if (dev->mode == CM_MODE_SHADOW) {
+      VkResult res = before_submit(dev);
+      if (res != VK_SUCCESS)
+         return res;
+   }
+   return dev->next.SetEvent(device, event);
+}
+
+static VkResult
+signal_semaphore(VkDevice device, const VkSemaphoreSignalInfo *info,
+                 bool khr)
+{
+   struct cm_device *dev = any_device(device);
+   if (!dev)
+      return VK_ERROR_INITIALIZATION_FAILED;
+   if (dev->mode == CM_MODE_SHADOW) {
+      VkResult res = before_submit(dev);
+      if (res != VK_SUCCESS)
+         return res;
+   }
+   return khr ? dev->next.SignalSemaphoreKHR(device, info)
+              : dev->next.SignalSemaphore(device, info);
+}
+
+static VKAPI_ATTR VkResult VKAPI_CALL
+cm_SignalSemaphore(VkDevice device, const VkSemaphoreSignalInfo *info)
+{
+   return signal_semaphore(device, info, false);
+}
+
+static VKAPI_ATTR VkResult VKAPI_CALL
+cm_SignalSemaphoreKHR(VkDevice device, const VkSemaphoreSignalInfo *info)
+{
+   return signal_semaphore(device, info, true);
+}
+
 PFN_vkVoidFunction
 cm_shadow_proc(const char *name)
 {
@@ -1397,6 +1446,9 @@ cm_shadow_proc(const char *name)
    ENTRY(GetSemaphoreCounterValue)
    ENTRY(GetSemaphoreCounterValueKHR)
    ENTRY(GetEventStatus)
+   ENTRY(SetEvent)
+   ENTRY(SignalSemaphore)
+   ENTRY(SignalSemaphoreKHR)
 #undef ENTRY
    return NULL;
 }

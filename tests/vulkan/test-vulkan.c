@@ -1583,6 +1583,143 @@ test_verify_miss(struct vk *vk)
    return vk_init(vk, config);
 }
 
+/* --- host signals ---------------------------------------------------------
+ */
+
+/* A batch submitted first waits for a host signal, then copies a mapped
+ * buffer; the CPU writes the buffer after the submission and before the
+ * signal.  The signal is what makes the writes visible to the waiting
+ * batch: an event set by vkSetEvent with a HOST_WRITE → TRANSFER_READ
+ * barrier in vkCmdWaitEvents (the specification's own example), and a
+ * timeline semaphore signalled by vkSignalSemaphore.  Device-local mode
+ * cannot upload at a host signal (docs/vulkan.md): it is not run there. */
+static bool
+host_signal_case(struct vk *vk, bool use_event)
+{
+   const VkDeviceSize size = 64 * 1024;
+   struct vk_buffer src, dst;
+   if (!vk_buffer_create(vk, size, VK_BUFFER_USAGE_TRANSFER_SRC_BIT, true,
+                         &src) ||
+       !vk_buffer_create(vk, size, VK_BUFFER_USAGE_TRANSFER_DST_BIT, true,
+                         &dst))
+      return false;
+   memset(src.map, 0x11, size);
+   memset(dst.map, 0, size);
+
+   VkEvent event = VK_NULL_HANDLE;
+   VkSemaphore timeline = VK_NULL_HANDLE;
+   if (use_event) {
+      VkEventCreateInfo eci = {.sType = VK_STRUCTURE_TYPE_EVENT_CREATE_INFO};
+      VK_CHECK(vkCreateEvent(vk->device, &eci, vk->alloc, &event));
+   } else {
+      VkSemaphoreTypeCreateInfo sti = {
+         .sType = VK_STRUCTURE_TYPE_SEMAPHORE_TYPE_CREATE_INFO,
+         .semaphoreType = VK_SEMAPHORE_TYPE_TIMELINE,
+      };
+      VkSemaphoreCreateInfo sci = {
+         .sType = VK_STRUCTURE_TYPE_SEMAPHORE_CREATE_INFO,
+         .pNext = &sti,
+      };
+      VK_CHECK(vkCreateSemaphore(vk->device, &sci, vk->alloc, &timeline));
+   }
+
+   VkCommandBufferAllocateInfo cai = {
+      .sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO,
+      .commandPool = vk->pool,
+      .level = VK_COMMAND_BUFFER_LEVEL_PRIMARY,
+      .commandBufferCount = 1,
+   };
+   VkCommandBuffer cb;
+   VK_CHECK(vkAllocateCommandBuffers(vk->device, &cai, &cb));
+   VkCommandBufferBeginInfo bi = {
+      .sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO,
+      .flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT,
+   };
+   VK_CHECK(vkBeginCommandBuffer(cb, &bi));
+   if (use_event) {
+      VkMemoryBarrier mb = {
+         .sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER,
+         .srcAccessMask = VK_ACCESS_HOST_WRITE_BIT,
+         .dstAccessMask = VK_ACCESS_TRANSFER_READ_BIT,
+      };
+      vkCmdWaitEvents(cb, 1, &event, VK_PIPELINE_STAGE_HOST_BIT,
+                      VK_PIPELINE_STAGE_TRANSFER_BIT, 1, &mb, 0, NULL, 0,
+                      NULL);
+   }
+   VkBufferCopy r = {0, 0, size};
+   vkCmdCopyBuffer(cb, src.buffer, dst.buffer, 1, &r);
+   VkMemoryBarrier mb = {
+      .sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER,
+      .srcAccessMask = VK_ACCESS_TRANSFER_WRITE_BIT,
+      .dstAccessMask = VK_ACCESS_HOST_READ_BIT,
+   };
+   vkCmdPipelineBarrier(cb, VK_PIPELINE_STAGE_TRANSFER_BIT,
+                        VK_PIPELINE_STAGE_HOST_BIT, 0, 1, &mb, 0, NULL, 0,
+                        NULL);
+   VK_CHECK(vkEndCommandBuffer(cb));
+
+   const uint64_t wait_value = 1;
+   VkPipelineStageFlags wait_stage = VK_PIPELINE_STAGE_TRANSFER_BIT;
+   VkTimelineSemaphoreSubmitInfo tsi = {
+      .sType = VK_STRUCTURE_TYPE_TIMELINE_SEMAPHORE_SUBMIT_INFO,
+      .waitSemaphoreValueCount = 1,
+      .pWaitSemaphoreValues = &wait_value,
+   };
+   VkSubmitInfo si = {
+      .sType = VK_STRUCTURE_TYPE_SUBMIT_INFO,
+      .pNext = use_event ? NULL : &tsi,
+      .waitSemaphoreCount = use_event ? 0 : 1,
+      .pWaitSemaphores = &timeline,
+      .pWaitDstStageMask = &wait_stage,
+      .commandBufferCount = 1,
+      .pCommandBuffers = &cb,
+   };
+   VkFenceCreateInfo fci = {.sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
+   VkFence fence;
+   VK_CHECK(vkCreateFence(vk->device, &fci, vk->alloc, &fence));
+   VK_CHECK(vkQueueSubmit(vk->queue, 1, &si, fence));
+
+   /* After the submission, before the signal. */
+   static uint8_t want[64 * 1024];
+   for (size_t i = 0; i < sizeof(want); i++)
+      want[i] = (uint8_t)(i * 13 + 5);
+   memcpy(src.map, want, sizeof(want));
+   if (use_event) {
+      VK_CHECK(vkSetEvent(vk->device, event));
+   } else {
+      VkSemaphoreSignalInfo ssi = {
+         .sType = VK_STRUCTURE_TYPE_SEMAPHORE_SIGNAL_INFO,
+         .semaphore = timeline,
+         .value = wait_value,
+      };
+      VK_CHECK(vkSignalSemaphore(vk->device, &ssi));
+   }
+   VK_CHECK(vkWaitForFences(vk->device, 1, &fence, VK_TRUE, UINT64_MAX));
+   bool ok = vk_bytes_equal(use_event ? "copied after vkSetEvent"
+                                      : "copied after vkSignalSemaphore",
+                            dst.map, want, sizeof(want));
+   vkDestroyFence(vk->device, fence, vk->alloc);
+   vkFreeCommandBuffers(vk->device, vk->pool, 1, &cb);
+   if (event)
+      vkDestroyEvent(vk->device, event, vk->alloc);
+   if (timeline)
+      vkDestroySemaphore(vk->device, timeline, vk->alloc);
+   vk_buffer_destroy(vk, &src);
+   vk_buffer_destroy(vk, &dst);
+   return ok;
+}
+
+static bool
+test_host_signal(struct vk *vk)
+{
+   if (config == VK_CONFIG_DEVICE_LOCAL) {
+      skip_reason = "device-local mode does not upload at host signals "
+                    "(docs/vulkan.md)";
+      return true;
+   }
+   return host_signal_case(vk, true) && host_signal_case(vk, false);
+}
+
 struct test {
    const char *name;
    bool (*fn)(struct vk *vk);
@@ -1609,6 +1746,7 @@ static const struct test tests[] = {
    {"host-import", test_host_import, false},
    {"invalid-usage", test_invalid_usage, false},
    {"one-queue", test_one_queue, false},
+   {"host-signal", test_host_signal, false},
 };
 
 int
