@@ -588,8 +588,8 @@ modes_QueueBindSparse(VkQueue queue, uint32_t count,
  * on a queue, and the layer's is the application's first, where the batch
  * waiting for this very signal may sit in front of it; the next
  * submission uploads them (docs/vulkan.md, "Device-local mode"). */
-static VkResult
-before_host_signal(struct cm_device *dev, const char *what)
+VkResult
+cm_modes_before_host_signal(struct cm_device *dev, const char *what)
 {
    pthread_mutex_lock(&dev->lock);
    bool warn = dev->devlocal && !dev->devlocal_signal_warned;
@@ -602,42 +602,6 @@ before_host_signal(struct cm_device *dev, const char *what)
              what);
    }
    return before_submit(dev, VK_NULL_HANDLE, false);
-}
-
-static VKAPI_ATTR VkResult VKAPI_CALL
-modes_SetEvent(VkDevice device, VkEvent event)
-{
-   struct cm_device *dev = cm_device_from_key(cm_key(device));
-   if (!dev)
-      return VK_ERROR_INITIALIZATION_FAILED;
-   VkResult res = before_host_signal(dev, "vkSetEvent");
-   return res == VK_SUCCESS ? dev->next.SetEvent(device, event) : res;
-}
-
-static VkResult
-signal_semaphore(VkDevice device, const VkSemaphoreSignalInfo *info,
-                 bool khr)
-{
-   struct cm_device *dev = cm_device_from_key(cm_key(device));
-   if (!dev)
-      return VK_ERROR_INITIALIZATION_FAILED;
-   VkResult res = before_host_signal(dev, "vkSignalSemaphore");
-   if (res != VK_SUCCESS)
-      return res;
-   return khr ? dev->next.SignalSemaphoreKHR(device, info)
-              : dev->next.SignalSemaphore(device, info);
-}
-
-static VKAPI_ATTR VkResult VKAPI_CALL
-modes_SignalSemaphore(VkDevice device, const VkSemaphoreSignalInfo *info)
-{
-   return signal_semaphore(device, info, false);
-}
-
-static VKAPI_ATTR VkResult VKAPI_CALL
-modes_SignalSemaphoreKHR(VkDevice device, const VkSemaphoreSignalInfo *info)
-{
-   return signal_semaphore(device, info, true);
 }
 
 /* --- memory objects -------------------------------------------------------
@@ -1044,9 +1008,6 @@ cm_modes_proc(const char *name)
    ENTRY(GetSemaphoreCounterValue)
    ENTRY(GetSemaphoreCounterValueKHR)
    ENTRY(GetEventStatus)
-   ENTRY(SetEvent)
-   ENTRY(SignalSemaphore)
-   ENTRY(SignalSemaphoreKHR)
 #undef ENTRY
    return NULL;
 }

@@ -408,6 +408,11 @@ VkResult cm_modes_device_init(struct cm_device *dev,
                               const VkDeviceCreateInfo *info);
 void cm_modes_device_finish(struct cm_device *dev);
 PFN_vkVoidFunction cm_modes_proc(const char *name);
+/* What a direct or device-local device does before a host signal
+ * (vkSetEvent, vkSignalSemaphore; shadow.c): what says which, for the
+ * one-time warning. */
+VkResult cm_modes_before_host_signal(struct cm_device *dev,
+                                     const char *what);
 /* What a direct or device-local device does with the memory types of
  * real (the driver's properties, as the pretend knob says), and the
  * properties the application sees (struct cm_types). */

@@ -27,42 +27,13 @@
  * anyway (invalid usage) gets the driver's placed mapping, untracked,
  * with an error line saying so.
  *
- * The Debian 12 headers (1.3.239) predate both extensions; the structures
- * below are the specification's, under the layer's own names so that
- * newer headers do not clash.
+ * The structures are in map2.h.
  */
 
 #include <string.h>
 
 #include "vulkan/layer.h"
-
-/* VkMemoryMapInfoKHR / VkMemoryMapInfo. */
-struct cm_memory_map_info {
-   VkStructureType sType;
-   const void *pNext;
-   VkMemoryMapFlags flags;
-   VkDeviceMemory memory;
-   VkDeviceSize offset;
-   VkDeviceSize size;
-};
-
-/* VkMemoryUnmapInfoKHR / VkMemoryUnmapInfo. */
-struct cm_memory_unmap_info {
-   VkStructureType sType;
-   const void *pNext;
-   VkFlags flags;
-   VkDeviceMemory memory;
-};
-
-/* VK_MEMORY_MAP_PLACED_BIT_EXT, VK_MEMORY_UNMAP_RESERVE_BIT_EXT. */
-#define CM_MEMORY_MAP_PLACED_BIT    0x1u
-#define CM_MEMORY_UNMAP_RESERVE_BIT 0x1u
-
-typedef VkResult(VKAPI_PTR *cm_pfn_map2)(VkDevice,
-                                         const struct cm_memory_map_info *,
-                                         void **);
-typedef VkResult(VKAPI_PTR *cm_pfn_unmap2)(
-   VkDevice, const struct cm_memory_unmap_info *);
+#include "vulkan/map2.h"
 
 /* The driver's entry point called name, as the device was created with. */
 static PFN_vkVoidFunction
@@ -79,7 +50,7 @@ map2(VkDevice device, const struct cm_memory_map_info *info, void **out,
    if (!dev)
       return VK_ERROR_INITIALIZATION_FAILED;
    if (dev->mode == CM_MODE_OFF) {
-      cm_pfn_map2 next = (cm_pfn_map2)below(dev, name);
+      cm_pfn_map_memory2 next = (cm_pfn_map_memory2)below(dev, name);
       return next ? next(device, info, out) : VK_ERROR_MEMORY_MAP_FAILED;
    }
    if (info->flags & CM_MEMORY_MAP_PLACED_BIT) {
@@ -87,7 +58,7 @@ map2(VkDevice device, const struct cm_memory_map_info *info, void **out,
              "does not offer VK_EXT_map_memory_placed; this mapping is the "
              "driver's and is not made coherent",
              name, (void *)info->memory);
-      cm_pfn_map2 next = (cm_pfn_map2)below(dev, name);
+      cm_pfn_map_memory2 next = (cm_pfn_map_memory2)below(dev, name);
       return next ? next(device, info, out) : VK_ERROR_MEMORY_MAP_FAILED;
    }
    PFN_vkMapMemory map = (PFN_vkMapMemory)cm_device_proc(dev, "vkMapMemory");
@@ -106,7 +77,7 @@ unmap2(VkDevice device, const struct cm_memory_unmap_info *info,
        (info->flags & CM_MEMORY_UNMAP_RESERVE_BIT)) {
       /* Only a placed mapping may keep its range reserved, and placed
        * mappings are the driver's (map2()). */
-      cm_pfn_unmap2 next = (cm_pfn_unmap2)below(dev, name);
+      cm_pfn_unmap_memory2 next = (cm_pfn_unmap_memory2)below(dev, name);
       return next ? next(device, info) : VK_ERROR_MEMORY_MAP_FAILED;
    }
    PFN_vkUnmapMemory unmap =

@@ -1359,25 +1359,32 @@ cm_GetEventStatus(VkDevice device, VkEvent event)
    return res;
 }
 
-/* Host signals.  A batch already submitted may wait for an event the
- * host sets (vkCmdWaitEvents with VK_PIPELINE_STAGE_HOST_BIT and
- * VK_ACCESS_HOST_WRITE_BIT): the host's writes before vkSetEvent must
+/* Host signals, for every mode.  A batch already submitted may wait for
+ * an event the host sets (vkCmdWaitEvents with VK_PIPELINE_STAGE_HOST_BIT
+ * and VK_ACCESS_HOST_WRITE_BIT): the host's writes before vkSetEvent must
  * reach it, and the submission that uploaded was before them.  So a host
- * signal uploads as a submission does.  A timeline semaphore signalled
- * from the host gets the same, though the specification is less explicit
- * about host writes there: one collect is cheap next to a lost write. */
+ * signal uploads as a submission does (direct and device-local devices:
+ * cm_modes_before_host_signal()).  A timeline semaphore signalled from the
+ * host gets the same, though the specification is less explicit about
+ * host writes there: one collect is cheap next to a lost write. */
+static VkResult
+before_host_signal(struct cm_device *dev, const char *what)
+{
+   if (dev->mode == CM_MODE_SHADOW)
+      return before_submit(dev);
+   if (dev->mode != CM_MODE_OFF)
+      return cm_modes_before_host_signal(dev, what);
+   return VK_SUCCESS;
+}
+
 static VKAPI_ATTR VkResult VKAPI_CALL
 cm_SetEvent(VkDevice device, VkEvent event)
 {
    struct cm_device *dev = any_device(device);
    if (!dev)
       return VK_ERROR_INITIALIZATION_FAILED;
-   if (dev->mode == CM_MODE_SHADOW) {
-      VkResult res = before_submit(dev);
-      if (res != VK_SUCCESS)
-         return res;
-   }
-   return dev->next.SetEvent(device, event);
+   VkResult res = before_host_signal(dev, "vkSetEvent");
+   return res == VK_SUCCESS ? dev->next.SetEvent(device, event) : res;
 }
 
 static VkResult
@@ -1387,11 +1394,9 @@ signal_semaphore(VkDevice device, const VkSemaphoreSignalInfo *info,
    struct cm_device *dev = any_device(device);
    if (!dev)
       return VK_ERROR_INITIALIZATION_FAILED;
-   if (dev->mode == CM_MODE_SHADOW) {
-      VkResult res = before_submit(dev);
-      if (res != VK_SUCCESS)
-         return res;
-   }
+   VkResult res = before_host_signal(dev, "vkSignalSemaphore");
+   if (res != VK_SUCCESS)
+      return res;
    return khr ? dev->next.SignalSemaphoreKHR(device, info)
               : dev->next.SignalSemaphore(device, info);
 }

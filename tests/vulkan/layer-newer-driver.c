@@ -31,31 +31,11 @@
 #include <vulkan/vk_layer.h>
 #include <vulkan/vulkan.h>
 
+#include "newer-driver.h"
+#include "vulkan/map2.h"
+
 #define LAYER_NAME "VK_LAYER_COHMAP_test_newer_driver"
-#define EXPORT __attribute__((visibility("default")))
-
-/* The specification's structures (the 1.3.239 headers predate them). */
-struct map_info {
-   VkStructureType sType;
-   const void *pNext;
-   VkMemoryMapFlags flags;
-   VkDeviceMemory memory;
-   VkDeviceSize offset;
-   VkDeviceSize size;
-};
-struct unmap_info {
-   VkStructureType sType;
-   const void *pNext;
-   VkFlags flags;
-   VkDeviceMemory memory;
-};
-#define MAP_PLACED_BIT 0x1u
-#define UNMAP_RESERVE_BIT 0x1u
-
-struct test_newer_driver_counts {
-   unsigned map2, unmap2, placed, maps; /* calls that reached this layer */
-   void *last_map;                      /* the driver's last vkMapMemory */
-};
+#define EXPORT     __attribute__((visibility("default")))
 
 static struct test_newer_driver_counts counts;
 static PFN_vkGetInstanceProcAddr next_gipa;
@@ -84,8 +64,9 @@ CreateInstance(const VkInstanceCreateInfo *info,
                const VkAllocationCallbacks *alloc, VkInstance *out)
 {
    VkLayerInstanceCreateInfo *link = (VkLayerInstanceCreateInfo *)info->pNext;
-   while (link && !(link->sType == VK_STRUCTURE_TYPE_LOADER_INSTANCE_CREATE_INFO &&
-                    link->function == VK_LAYER_LINK_INFO))
+   while (link &&
+          !(link->sType == VK_STRUCTURE_TYPE_LOADER_INSTANCE_CREATE_INFO &&
+            link->function == VK_LAYER_LINK_INFO))
       link = (VkLayerInstanceCreateInfo *)link->pNext;
    if (!link)
       return VK_ERROR_INITIALIZATION_FAILED;
@@ -155,8 +136,9 @@ CreateDevice(VkPhysicalDevice physical, const VkDeviceCreateInfo *info,
              const VkAllocationCallbacks *alloc, VkDevice *out)
 {
    VkLayerDeviceCreateInfo *link = (VkLayerDeviceCreateInfo *)info->pNext;
-   while (link && !(link->sType == VK_STRUCTURE_TYPE_LOADER_DEVICE_CREATE_INFO &&
-                    link->function == VK_LAYER_LINK_INFO))
+   while (link &&
+          !(link->sType == VK_STRUCTURE_TYPE_LOADER_DEVICE_CREATE_INFO &&
+            link->function == VK_LAYER_LINK_INFO))
       link = (VkLayerDeviceCreateInfo *)link->pNext;
    if (!link)
       return VK_ERROR_INITIALIZATION_FAILED;
@@ -172,7 +154,8 @@ CreateDevice(VkPhysicalDevice physical, const VkDeviceCreateInfo *info,
    copy.ppEnabledExtensionNames = names;
    for (uint32_t i = 0; i < info->enabledExtensionCount && i < 64; i++) {
       if (!is_added(info->ppEnabledExtensionNames[i]))
-         names[copy.enabledExtensionCount++] = info->ppEnabledExtensionNames[i];
+         names[copy.enabledExtensionCount++] =
+            info->ppEnabledExtensionNames[i];
    }
    VkResult res = create(physical, &copy, alloc, out);
    if (res == VK_SUCCESS) {
@@ -194,10 +177,11 @@ MapMemory(VkDevice device, VkDeviceMemory memory, VkDeviceSize offset,
 }
 
 static VKAPI_ATTR VkResult VKAPI_CALL
-MapMemory2KHR(VkDevice device, const struct map_info *info, void **out)
+MapMemory2KHR(VkDevice device, const struct cm_memory_map_info *info,
+              void **out)
 {
    counts.map2++;
-   if (info->flags & MAP_PLACED_BIT) {
+   if (info->flags & CM_MEMORY_MAP_PLACED_BIT) {
       counts.placed++;
       return VK_ERROR_FEATURE_NOT_PRESENT;
    }
@@ -206,10 +190,10 @@ MapMemory2KHR(VkDevice device, const struct map_info *info, void **out)
 }
 
 static VKAPI_ATTR VkResult VKAPI_CALL
-UnmapMemory2KHR(VkDevice device, const struct unmap_info *info)
+UnmapMemory2KHR(VkDevice device, const struct cm_memory_unmap_info *info)
 {
    counts.unmap2++;
-   if (info->flags & UNMAP_RESERVE_BIT) {
+   if (info->flags & CM_MEMORY_UNMAP_RESERVE_BIT) {
       counts.placed++;
       return VK_ERROR_FEATURE_NOT_PRESENT;
    }

@@ -31,44 +31,15 @@
 #include <string.h>
 
 #include "vk-util.h"
-
-struct map_info {
-   VkStructureType sType;
-   const void *pNext;
-   VkMemoryMapFlags flags;
-   VkDeviceMemory memory;
-   VkDeviceSize offset;
-   VkDeviceSize size;
-};
-struct unmap_info {
-   VkStructureType sType;
-   const void *pNext;
-   VkFlags flags;
-   VkDeviceMemory memory;
-};
-struct placed_info {
-   VkStructureType sType;
-   const void *pNext;
-   void *pPlacedAddress;
-};
-#define STYPE_MAP_INFO ((VkStructureType)1000271000)
-#define STYPE_UNMAP_INFO ((VkStructureType)1000271001)
-#define STYPE_PLACED_INFO ((VkStructureType)1000272002)
-typedef VkResult(VKAPI_PTR *pfn_map2)(VkDevice, const struct map_info *,
-                                      void **);
-typedef VkResult(VKAPI_PTR *pfn_unmap2)(VkDevice, const struct unmap_info *);
-
-struct test_newer_driver_counts {
-   unsigned map2, unmap2, placed, maps;
-   void *last_map;
-};
+#include "newer-driver.h"
+#include "vulkan/map2.h"
 
 static enum vk_config config;
 static struct test_newer_driver_counts *counts;
-static pfn_map2 map2;
-static pfn_unmap2 unmap2;
+static cm_pfn_map_memory2 map2;
+static cm_pfn_unmap_memory2 unmap2;
 
-#define SIZE (64u * 1024)
+#define SIZE   (64u * 1024)
 #define OFFSET 8192u
 
 static bool
@@ -79,7 +50,8 @@ has_extension(struct vk *vk, const char *name)
       return false;
    VkExtensionProperties *p = calloc(n ? n : 1, sizeof(*p));
    bool found = false;
-   if (p && !vkEnumerateDeviceExtensionProperties(vk->physical, NULL, &n, p)) {
+   if (p &&
+       !vkEnumerateDeviceExtensionProperties(vk->physical, NULL, &n, p)) {
       for (uint32_t i = 0; i < n; i++)
          found |= !strcmp(p[i].extensionName, name);
    }
@@ -111,8 +83,8 @@ test_map2_data(struct vk *vk)
       return false;
 
    unsigned map2_before = counts->map2, unmap2_before = counts->unmap2;
-   struct map_info mi = {
-      .sType = STYPE_MAP_INFO,
+   struct cm_memory_map_info mi = {
+      .sType = CM_STRUCTURE_TYPE_MEMORY_MAP_INFO,
       .memory = src.memory,
       .offset = OFFSET,
       .size = VK_WHOLE_SIZE,
@@ -152,13 +124,14 @@ test_map2_data(struct vk *vk)
       return false;
 
    /* Unmap, re-map the plain way: the bytes stayed. */
-   struct unmap_info ui = {.sType = STYPE_UNMAP_INFO, .memory = src.memory};
+   struct cm_memory_unmap_info ui = {
+      .sType = CM_STRUCTURE_TYPE_MEMORY_UNMAP_INFO, .memory = src.memory};
    VK_CHECK(unmap2(vk->device, &ui));
    VK_EXPECT(counts->unmap2 - unmap2_before == (direct ? 1u : 0u),
              "vkUnmapMemory2KHR reached the driver %u times",
              counts->unmap2 - unmap2_before);
-   VK_CHECK(vkMapMemory(vk->device, src.memory, 0, VK_WHOLE_SIZE, 0,
-                        (void **)&p));
+   VK_CHECK(
+      vkMapMemory(vk->device, src.memory, 0, VK_WHOLE_SIZE, 0, (void **)&p));
    if (!vk_bytes_equal("re-mapped after vkUnmapMemory2KHR", p + OFFSET, want,
                        sizeof(want)))
       return false;
@@ -180,19 +153,21 @@ test_placed_passed_down(struct vk *vk)
    if (!vk_memory_alloc(vk, SIZE, &mem))
       return false;
    static _Alignas(4096) uint8_t where[SIZE];
-   struct placed_info pi = {.sType = STYPE_PLACED_INFO,
-                            .pPlacedAddress = where};
-   struct map_info mi = {
-      .sType = STYPE_MAP_INFO,
+   struct cm_memory_map_placed_info pi = {
+      .sType = CM_STRUCTURE_TYPE_MEMORY_MAP_PLACED_INFO,
+      .pPlacedAddress = where};
+   struct cm_memory_map_info mi = {
+      .sType = CM_STRUCTURE_TYPE_MEMORY_MAP_INFO,
       .pNext = &pi,
-      .flags = 0x1, /* VK_MEMORY_MAP_PLACED_BIT_EXT */
+      .flags = CM_MEMORY_MAP_PLACED_BIT,
       .memory = mem,
       .size = VK_WHOLE_SIZE,
    };
    unsigned before = counts->placed;
    void *p = NULL;
    VkResult res = map2(vk->device, &mi, &p);
-   VK_EXPECT(res == VK_ERROR_FEATURE_NOT_PRESENT && counts->placed == before + 1,
+   VK_EXPECT(res == VK_ERROR_FEATURE_NOT_PRESENT &&
+                counts->placed == before + 1,
              "the placed map reached the driver (%d, %u)", res,
              counts->placed - before);
    vkFreeMemory(vk->device, mem, vk->alloc);
@@ -239,9 +214,10 @@ main(int argc, char **argv)
          }
       }
       if (ok) {
-         map2 = (pfn_map2)vkGetDeviceProcAddr(vk.device, "vkMapMemory2KHR");
-         unmap2 =
-            (pfn_unmap2)vkGetDeviceProcAddr(vk.device, "vkUnmapMemory2KHR");
+         map2 = (cm_pfn_map_memory2)vkGetDeviceProcAddr(vk.device,
+                                                        "vkMapMemory2KHR");
+         unmap2 = (cm_pfn_unmap_memory2)vkGetDeviceProcAddr(
+            vk.device, "vkUnmapMemory2KHR");
          if (!map2 || !unmap2) {
             printf("# vkGetDeviceProcAddr: vkMapMemory2KHR %p, "
                    "vkUnmapMemory2KHR %p\n",
@@ -252,7 +228,8 @@ main(int argc, char **argv)
       ok = ok && tests[i].fn(&vk);
       vk_finish(&vk);
       if (vk_validation_messages != before) {
-         printf("# %u validation messages\n", vk_validation_messages - before);
+         printf("# %u validation messages\n",
+                vk_validation_messages - before);
          ok = false;
       }
       ok = ok && !vk_test_failed;

@@ -166,8 +166,8 @@ test_every_layout(void **state)
 /* What an application taking the first type with the flags it needs
  * gets, on the layouts that matter. */
 static uint32_t
-first_type(const struct layout *l, enum cm_mode mode, VkMemoryPropertyFlags want,
-           struct cm_types *t)
+first_type(const struct layout *l, enum cm_mode mode,
+           VkMemoryPropertyFlags want, struct cm_types *t)
 {
    VkPhysicalDeviceMemoryProperties p;
    fill(l, &p);
