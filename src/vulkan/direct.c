@@ -513,73 +513,16 @@ before_submit(struct cm_device *dev, VkQueue queue, bool upload)
    return res;
 }
 
-static VKAPI_ATTR VkResult VKAPI_CALL
-modes_QueueSubmit(VkQueue queue, uint32_t count, const VkSubmitInfo *submits,
-                  VkFence fence)
+VkResult
+cm_modes_submit_begin(struct cm_device *dev, VkQueue queue, bool upload,
+                      pthread_mutex_t **lock)
 {
-   struct cm_device *dev = cm_device_from_key(cm_key(queue));
-   if (!dev)
-      return VK_ERROR_INITIALIZATION_FAILED;
-   pthread_mutex_t *l = lock_queue(dev, queue);
-   VkResult res = before_submit(dev, queue, true);
-   if (res == VK_SUCCESS) {
-      res = dev->next.QueueSubmit(queue, count, submits, fence);
-      cm_after_submit(dev, res);
+   *lock = lock_queue(dev, queue);
+   VkResult res = before_submit(dev, queue, upload);
+   if (res != VK_SUCCESS) {
+      unlock_queue(*lock);
+      *lock = NULL;
    }
-   unlock_queue(l);
-   return res;
-}
-
-static VkResult
-queue_submit2(VkQueue queue, uint32_t count, const VkSubmitInfo2 *submits,
-              VkFence fence, bool khr)
-{
-   struct cm_device *dev = cm_device_from_key(cm_key(queue));
-   if (!dev)
-      return VK_ERROR_INITIALIZATION_FAILED;
-   PFN_vkQueueSubmit2 next =
-      khr ? dev->next.QueueSubmit2KHR : dev->next.QueueSubmit2;
-   pthread_mutex_t *l = lock_queue(dev, queue);
-   VkResult res = before_submit(dev, queue, true);
-   if (res == VK_SUCCESS) {
-      res = next(queue, count, submits, fence);
-      cm_after_submit(dev, res);
-   }
-   unlock_queue(l);
-   return res;
-}
-
-static VKAPI_ATTR VkResult VKAPI_CALL
-modes_QueueSubmit2(VkQueue queue, uint32_t count,
-                   const VkSubmitInfo2 *submits, VkFence fence)
-{
-   return queue_submit2(queue, count, submits, fence, false);
-}
-
-static VKAPI_ATTR VkResult VKAPI_CALL
-modes_QueueSubmit2KHR(VkQueue queue, uint32_t count,
-                      const VkSubmitInfo2 *submits, VkFence fence)
-{
-   return queue_submit2(queue, count, submits, fence, true);
-}
-
-/* A sparse bind reads no memory contents, and a sparse-only queue cannot
- * copy: device-local uploads wait for the next vkQueueSubmit. */
-static VKAPI_ATTR VkResult VKAPI_CALL
-modes_QueueBindSparse(VkQueue queue, uint32_t count,
-                      const VkBindSparseInfo *infos, VkFence fence)
-{
-   struct cm_device *dev = cm_device_from_key(cm_key(queue));
-   if (!dev)
-      return VK_ERROR_INITIALIZATION_FAILED;
-   cm_sparse_mark_writable(dev, count, infos);
-   pthread_mutex_t *l = lock_queue(dev, queue);
-   VkResult res = before_submit(dev, queue, false);
-   if (res == VK_SUCCESS) {
-      res = dev->next.QueueBindSparse(queue, count, infos, fence);
-      cm_after_submit(dev, res);
-   }
-   unlock_queue(l);
    return res;
 }
 
@@ -994,10 +937,6 @@ cm_modes_proc(const char *name)
    ENTRY(GetDeviceBufferMemoryRequirementsKHR)
    ENTRY(GetDeviceImageMemoryRequirements)
    ENTRY(GetDeviceImageMemoryRequirementsKHR)
-   ENTRY(QueueSubmit)
-   ENTRY(QueueSubmit2)
-   ENTRY(QueueSubmit2KHR)
-   ENTRY(QueueBindSparse)
    ENTRY(QueuePresentKHR)
    ENTRY(WaitForFences)
    ENTRY(GetFenceStatus)

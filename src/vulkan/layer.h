@@ -413,6 +413,11 @@ PFN_vkVoidFunction cm_modes_proc(const char *name);
  * one-time warning. */
 VkResult cm_modes_before_host_signal(struct cm_device *dev,
                                      const char *what);
+/* What a direct or device-local device does before a submission on queue
+ * (upload: device-local memory too), with *lock, the queue lock to release
+ * once the driver has the work (NULL: none; and none on failure). */
+VkResult cm_modes_submit_begin(struct cm_device *dev, VkQueue queue,
+                               bool upload, pthread_mutex_t **lock);
 /* What a direct or device-local device does with the memory types of
  * real (the driver's properties, as the pretend knob says), and the
  * properties the application sees (struct cm_types). */

@@ -1121,6 +1121,31 @@ cm_after_submit(struct cm_device *dev, VkResult res)
    pthread_mutex_unlock(&dev->lock);
 }
 
+/* The submission entry points serve every mode.  What goes before the
+ * driver's call: shadow uploads here; direct and device-local devices
+ * flush, and upload device-local memory on the submitting queue ahead of
+ * the work, holding that queue's lock until the work is queued behind it
+ * (cm_modes_submit_begin(); *lock to release after).  upload: false for
+ * sparse binds, which read no memory contents and may go to a queue that
+ * cannot copy. */
+static VkResult
+submit_begin(struct cm_device *dev, VkQueue queue, bool upload,
+             pthread_mutex_t **lock)
+{
+   *lock = NULL;
+   if (dev->mode == CM_MODE_SHADOW)
+      return before_submit(dev);
+   return cm_modes_submit_begin(dev, queue, upload, lock);
+}
+
+static void
+submit_end(struct cm_device *dev, VkResult res, pthread_mutex_t *lock)
+{
+   cm_after_submit(dev, res);
+   if (lock)
+      pthread_mutex_unlock(lock);
+}
+
 static VKAPI_ATTR VkResult VKAPI_CALL
 cm_QueueSubmit(VkQueue queue, uint32_t count, const VkSubmitInfo *submits,
                VkFence fence)
@@ -1128,13 +1153,13 @@ cm_QueueSubmit(VkQueue queue, uint32_t count, const VkSubmitInfo *submits,
    struct cm_device *dev = any_device(queue);
    if (!dev)
       return VK_ERROR_INITIALIZATION_FAILED;
-   if (dev->mode != CM_MODE_SHADOW)
+   if (dev->mode == CM_MODE_OFF)
       return dev->next.QueueSubmit(queue, count, submits, fence);
-   VkResult res = before_submit(dev);
-   if (res != VK_SUCCESS)
-      return res;
-   res = dev->next.QueueSubmit(queue, count, submits, fence);
-   cm_after_submit(dev, res);
+   pthread_mutex_t *lock;
+   VkResult res = submit_begin(dev, queue, true, &lock);
+   if (res == VK_SUCCESS)
+      res = dev->next.QueueSubmit(queue, count, submits, fence);
+   submit_end(dev, res, lock);
    return res;
 }
 
@@ -1147,13 +1172,13 @@ queue_submit2(VkQueue queue, uint32_t count, const VkSubmitInfo2 *submits,
       return VK_ERROR_INITIALIZATION_FAILED;
    PFN_vkQueueSubmit2 next =
       khr ? dev->next.QueueSubmit2KHR : dev->next.QueueSubmit2;
-   if (dev->mode != CM_MODE_SHADOW)
+   if (dev->mode == CM_MODE_OFF)
       return next(queue, count, submits, fence);
-   VkResult res = before_submit(dev);
-   if (res != VK_SUCCESS)
-      return res;
-   res = next(queue, count, submits, fence);
-   cm_after_submit(dev, res);
+   pthread_mutex_t *lock;
+   VkResult res = submit_begin(dev, queue, true, &lock);
+   if (res == VK_SUCCESS)
+      res = next(queue, count, submits, fence);
+   submit_end(dev, res, lock);
    return res;
 }
 
@@ -1223,15 +1248,14 @@ cm_QueueBindSparse(VkQueue queue, uint32_t count,
    struct cm_device *dev = any_device(queue);
    if (!dev)
       return VK_ERROR_INITIALIZATION_FAILED;
-   if (dev->mode != CM_MODE_SHADOW)
+   if (dev->mode == CM_MODE_OFF)
       return dev->next.QueueBindSparse(queue, count, infos, fence);
-
    cm_sparse_mark_writable(dev, count, infos);
-   VkResult res = before_submit(dev);
-   if (res != VK_SUCCESS)
-      return res;
-   res = dev->next.QueueBindSparse(queue, count, infos, fence);
-   cm_after_submit(dev, res);
+   pthread_mutex_t *lock;
+   VkResult res = submit_begin(dev, queue, false, &lock);
+   if (res == VK_SUCCESS)
+      res = dev->next.QueueBindSparse(queue, count, infos, fence);
+   submit_end(dev, res, lock);
    return res;
 }
 
