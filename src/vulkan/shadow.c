@@ -938,6 +938,10 @@ cm_DestroyBuffer(VkDevice device, VkBuffer buffer,
    dev->next.DestroyBuffer(device, buffer, alloc);
 }
 
+/* dev->writable_images values. */
+#define CM_IMAGE_WHOLE 1
+#define CM_IMAGE_DISJOINT 2
+
 static VKAPI_ATTR VkResult VKAPI_CALL
 cm_CreateImage(VkDevice device, const VkImageCreateInfo *info,
                const VkAllocationCallbacks *alloc, VkImage *out)
@@ -949,8 +953,16 @@ cm_CreateImage(VkDevice device, const VkImageCreateInfo *info,
    if (res != VK_SUCCESS || !cm_tracks_memory(dev) ||
        !image_write_usage(info->usage))
       return res;
+   /* The value says whether vkGetImageMemoryRequirements may be asked
+    * at bind time: not for a disjoint multi-planar image (VUID-
+    * vkGetImageMemoryRequirements-image-01588), whose planes are bound
+    * one by one. */
+   uint64_t kind = info->flags & VK_IMAGE_CREATE_DISJOINT_BIT
+                      ? CM_IMAGE_DISJOINT
+                      : CM_IMAGE_WHOLE;
    pthread_mutex_lock(&dev->lock);
-   bool ok = cm_map_set(&dev->writable_images, (uint64_t)(uintptr_t)*out, 1);
+   bool ok =
+      cm_map_set(&dev->writable_images, (uint64_t)(uintptr_t)*out, kind);
    pthread_mutex_unlock(&dev->lock);
    if (!ok) {
       dev->next.DestroyImage(device, *out, alloc);
@@ -990,17 +1002,24 @@ static void
 bound_image(struct cm_device *dev, VkImage image, VkDeviceMemory memory,
             VkDeviceSize offset)
 {
-   uint64_t one;
+   uint64_t kind;
    pthread_mutex_lock(&dev->lock);
    bool writable =
-      cm_map_get(&dev->writable_images, (uint64_t)(uintptr_t)image, &one);
+      cm_map_get(&dev->writable_images, (uint64_t)(uintptr_t)image, &kind);
    pthread_mutex_unlock(&dev->lock);
    if (!writable || !memory)
       return;
-   VkMemoryRequirements req;
-   dev->next.GetImageMemoryRequirements(dev->device, image, &req);
+   /* A plane of a disjoint image: its size would need the plane's
+    * requirements; the rest of the memory is merged instead (more merging,
+    * nothing missed). */
+   VkDeviceSize size = VK_WHOLE_SIZE;
+   if (kind == CM_IMAGE_WHOLE) {
+      VkMemoryRequirements req;
+      dev->next.GetImageMemoryRequirements(dev->device, image, &req);
+      size = req.size;
+   }
    pthread_mutex_lock(&dev->lock);
-   mark_writable(dev, memory, offset, req.size);
+   mark_writable(dev, memory, offset, size);
    pthread_mutex_unlock(&dev->lock);
 }
 
