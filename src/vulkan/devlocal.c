@@ -254,6 +254,75 @@ cm_devlocal_queue_lock(struct cm_device *dev, VkQueue queue)
 /* --- memory records -------------------------------------------------------
  */
 
+/* Whether the dedicated allocation must stay: the driver requires it, or
+ * it is an image's. */
+static bool
+dedicated_required(struct cm_device *dev,
+                   const VkMemoryDedicatedAllocateInfo *d)
+{
+   VkMemoryDedicatedRequirements dr = {
+      .sType = VK_STRUCTURE_TYPE_MEMORY_DEDICATED_REQUIREMENTS,
+   };
+   VkMemoryRequirements2 r = {
+      .sType = VK_STRUCTURE_TYPE_MEMORY_REQUIREMENTS_2,
+      .pNext = &dr,
+   };
+   if (d->buffer && dev->next.GetBufferMemoryRequirements2) {
+      VkBufferMemoryRequirementsInfo2 bi = {
+         .sType = VK_STRUCTURE_TYPE_BUFFER_MEMORY_REQUIREMENTS_INFO_2,
+         .buffer = d->buffer,
+      };
+      dev->next.GetBufferMemoryRequirements2(dev->device, &bi, &r);
+      return dr.requiresDedicatedAllocation;
+   }
+   /* Images keep theirs (mapping the memory of an image, a linear one,
+    * is rare; such memory cannot be mapped in this mode: docs/vulkan.md),
+    * and so does a buffer where the driver cannot be asked (Vulkan 1.0
+    * without VK_KHR_get_memory_requirements2). */
+   return true;
+}
+
+const void *
+cm_devlocal_strip_dedicated(struct cm_device *dev,
+                            const VkMemoryAllocateInfo *info,
+                            struct cm_alloc_chain *store)
+{
+   /* Rebuilt from copies of the structures before the dedicated one,
+    * which are the application's (const); a structure the layer does not
+    * know the size of cannot be copied, and then nothing is stripped. */
+   const VkBaseInStructure *s = info->pNext;
+   uint32_t n = 0;
+   for (; s; s = s->pNext) {
+      if (s->sType == VK_STRUCTURE_TYPE_MEMORY_DEDICATED_ALLOCATE_INFO)
+         break;
+      size_t size;
+      switch (s->sType) {
+      case VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_FLAGS_INFO:
+         size = sizeof(VkMemoryAllocateFlagsInfo);
+         break;
+      case VK_STRUCTURE_TYPE_MEMORY_OPAQUE_CAPTURE_ADDRESS_ALLOCATE_INFO:
+         size = sizeof(VkMemoryOpaqueCaptureAddressAllocateInfo);
+         break;
+      case VK_STRUCTURE_TYPE_MEMORY_PRIORITY_ALLOCATE_INFO_EXT:
+         size = sizeof(VkMemoryPriorityAllocateInfoEXT);
+         break;
+      default:
+         return info->pNext;
+      }
+      if (n == sizeof(store->s) / sizeof(store->s[0]))
+         return info->pNext;
+      memcpy(&store->s[n++], s, size);
+   }
+   if (!s || dedicated_required(dev, (const VkMemoryDedicatedAllocateInfo *)s))
+      return info->pNext;
+   const void *rest = s->pNext;
+   for (uint32_t i = n; i-- > 0;) {
+      store->s[i].base.pNext = rest;
+      rest = &store->s[i];
+   }
+   return rest;
+}
+
 void
 cm_devlocal_memory_init(struct cm_device *dev, struct cm_memory *mem,
                         const VkMemoryAllocateInfo *info)

@@ -560,8 +560,12 @@ modes_AllocateMemory(VkDevice device, const VkMemoryAllocateInfo *info,
    /* An appended type is the driver's type it emulates. */
    uint32_t type = info->memoryTypeIndex;
    VkMemoryAllocateInfo real_info = *info;
-   if (type < dev->types.count)
+   struct cm_alloc_chain chain;
+   if (type < dev->types.count) {
       real_info.memoryTypeIndex = dev->types.real[type];
+      if (dev->types.how[type] == CM_HOW_DEVLOCAL && !cm_shared_memory(info))
+         real_info.pNext = cm_devlocal_strip_dedicated(dev, info, &chain);
+   }
    VkResult res = dev->next.AllocateMemory(device, &real_info, alloc, out);
    if (res != VK_SUCCESS || type >= dev->types.count ||
        dev->types.how[type] == CM_HOW_PASS)

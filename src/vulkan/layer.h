@@ -463,6 +463,24 @@ bool cm_range_outside(const struct cm_memory *mem,
 VkResult cm_devlocal_init(struct cm_device *dev,
                           const VkDeviceCreateInfo *info);
 void cm_devlocal_finish(struct cm_device *dev);
+/* The allocation of a memory of an emulated type without its
+ * VkMemoryDedicatedAllocateInfo, where the driver does not require it:
+ * nothing but the dedicated resource may be bound to dedicated memory
+ * (VUID-vkBindBufferMemory-memory-01508), and the layer binds its
+ * whole-memory buffer.  Returns the pNext chain to allocate with, built
+ * in store (copies of the structures before it); info->pNext where
+ * nothing is stripped. */
+struct cm_alloc_chain {
+   union {
+      VkBaseInStructure base;
+      VkMemoryAllocateFlagsInfo flags;
+      VkMemoryOpaqueCaptureAddressAllocateInfo capture;
+      VkMemoryPriorityAllocateInfoEXT priority;
+   } s[8];
+};
+const void *cm_devlocal_strip_dedicated(struct cm_device *dev,
+                                        const VkMemoryAllocateInfo *info,
+                                        struct cm_alloc_chain *store);
 /* Memory records: the whole-memory buffer.  _finish under dev->lock. */
 void cm_devlocal_memory_init(struct cm_device *dev, struct cm_memory *mem,
                              const VkMemoryAllocateInfo *info);
