@@ -276,14 +276,7 @@ test_disjoint(struct vk *vk)
          vkCmdFillBuffer(cb, buf.buffer, b, 4, v);
          memcpy(model + b, &v, 4);
       }
-      VkMemoryBarrier mb = {
-         .sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER,
-         .srcAccessMask = VK_ACCESS_TRANSFER_WRITE_BIT,
-         .dstAccessMask = VK_ACCESS_HOST_READ_BIT,
-      };
-      vkCmdPipelineBarrier(cb, VK_PIPELINE_STAGE_TRANSFER_BIT,
-                           VK_PIPELINE_STAGE_HOST_BIT, 0, 1, &mb, 0, NULL, 0,
-                           NULL);
+      vk_cmd_transfer_to_host(cb);
       VK_CHECK(vkEndCommandBuffer(cb));
       VkFenceCreateInfo fci = {.sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
       VkFence fence;
@@ -1737,14 +1730,7 @@ host_signal_case(struct vk *vk, bool use_event)
    }
    VkBufferCopy r = {0, 0, size};
    vkCmdCopyBuffer(cb, src.buffer, dst.buffer, 1, &r);
-   VkMemoryBarrier mb = {
-      .sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER,
-      .srcAccessMask = VK_ACCESS_TRANSFER_WRITE_BIT,
-      .dstAccessMask = VK_ACCESS_HOST_READ_BIT,
-   };
-   vkCmdPipelineBarrier(cb, VK_PIPELINE_STAGE_TRANSFER_BIT,
-                        VK_PIPELINE_STAGE_HOST_BIT, 0, 1, &mb, 0, NULL, 0,
-                        NULL);
+   vk_cmd_transfer_to_host(cb);
    VK_CHECK(vkEndCommandBuffer(cb));
 
    const uint64_t wait_value = 1;

@@ -485,12 +485,9 @@ vk_cmd_begin(struct vk *vk, VkCommandBuffer *out)
    return true;
 }
 
-bool
-vk_cmd_submit(struct vk *vk, VkCommandBuffer cb, enum vk_completion c,
-              bool submit2)
+void
+vk_cmd_transfer_to_host(VkCommandBuffer cb)
 {
-   /* Transfer writes → host reads: what an application must record so
-    * that the host may read what the GPU wrote. */
    VkMemoryBarrier mb = {
       .sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER,
       .srcAccessMask = VK_ACCESS_TRANSFER_WRITE_BIT,
@@ -499,6 +496,13 @@ vk_cmd_submit(struct vk *vk, VkCommandBuffer cb, enum vk_completion c,
    vkCmdPipelineBarrier(cb, VK_PIPELINE_STAGE_TRANSFER_BIT,
                         VK_PIPELINE_STAGE_HOST_BIT, 0, 1, &mb, 0, NULL, 0,
                         NULL);
+}
+
+bool
+vk_cmd_submit(struct vk *vk, VkCommandBuffer cb, enum vk_completion c,
+              bool submit2)
+{
+   vk_cmd_transfer_to_host(cb);
    if (c == VK_COMPLETE_EVENT_POLL) {
       VK_CHECK(vkResetEvent(vk->device, vk->event));
       vkCmdSetEvent(cb, vk->event, VK_PIPELINE_STAGE_ALL_COMMANDS_BIT);

@@ -168,6 +168,10 @@ const char *vk_completion_name(enum vk_completion c);
 /* A primary command buffer in the recording state. */
 bool vk_cmd_begin(struct vk *vk, VkCommandBuffer *out);
 
+/* Records transfer writes → host reads: what an application must record
+ * so that the host may read what the GPU wrote. */
+void vk_cmd_transfer_to_host(VkCommandBuffer cb);
+
 /* Ends cb (with a transfer → host barrier, and the event for
  * VK_COMPLETE_EVENT_POLL), submits it (vkQueueSubmit, or vkQueueSubmit2
  * when submit2) and returns once completion was observed the way c says:
