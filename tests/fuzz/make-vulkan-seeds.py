@@ -245,6 +245,31 @@ def seeds():
     s.load(0)
     s.load(1)
     out.append(s)
+
+    # 13: a long one (libFuzzer's first length limit is the longest seed):
+    # rounds of allocate, map at an offset, store, submit, store other
+    # bytes and flush/invalidate while it runs, observe each way, unmap
+    # or free.
+    s = Seed(70)
+    for k in range(7):
+        a, b = k % 4, (k + 1) % 4
+        s.alloc(a, SIZES[(3 * k) % len(SIZES)], mapped=k % 2 == 0,
+                extra=k % 3)
+        s.alloc(b, SIZES[(5 * k + 4) % len(SIZES)])
+        s.map(b, 64 * k, None)
+        s.store(b, all_of_it=True, style=k % 4)
+        s.submit([("fill", a, 0, 4, k), ("copy", a, b, 0, 8, 1),
+                  ("update", b, 0, 4)],
+                 submit2=k % 2 == 1, timeline=k % 3 == 0, event=k == 6)
+        s.store(b, 4, 60, style=3, value=k)
+        s.flush_invalidate([(b, 2, 0, 1)], invalidate=k % 2 == 0)
+        s.load(b)
+        s.observe(k)
+        s.load(a)
+        s.unmap(b)
+        if k % 2:
+            s.free(a, buffer_first=k % 4 == 1)
+    out.append(s)
     return out
 
 
