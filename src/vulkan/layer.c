@@ -169,8 +169,9 @@ static const struct {
     "the written bytes flushed at submit, GPU-writable ranges invalidated "
     "at observed completion"},
    {"device-local", CM_MODE_DEVICE_LOCAL,
-    "device-local types made host-visible and coherent: tracked memory, "
-    "copied through staging at submit and at observed completion"},
+    "device-local types offered once more, after the driver's, as "
+    "host-visible and coherent: tracked memory, copied through staging "
+    "at submit and at observed completion"},
 };
 
 static void
