@@ -635,15 +635,22 @@ job_grow(struct cm_device *dev, struct cm_dl_job *job, VkDeviceSize used,
 {
    struct cm_devlocal *dl = dev->devlocal;
    uint32_t family = job->family;
-   size_t index = (size_t)(job - dl->jobs);
+   VkCommandBuffer cmd = job->cmd;
    VkDeviceSize cap = job->capacity * 2 > need ? job->capacity * 2 : need;
-   /* job_get may move the array (keep the old job by index) and drops
-    * idle jobs: the old one looks busy meanwhile (its fence is unsignalled,
-    * so it stays so). */
-   dev->next.EndCommandBuffer(job->cmd);
+   /* job_get drops idle jobs, so the old one looks busy meanwhile (its
+    * fence is unsignalled, so it stays so); and it may move the array
+    * (realloc) or move the old job into a dropped one's slot, so it is
+    * found again afterwards by its command buffer.  (Found by index
+    * before: a moved job stayed "busy" with a fence never submitted, and
+    * the next wait for the layer's jobs never returned.) */
+   dev->next.EndCommandBuffer(cmd);
    job->busy = true;
    struct cm_dl_job *bigger = job_get(dev, family, cap);
-   job = &dl->jobs[index];
+   job = NULL;
+   for (uint32_t i = 0; i < dl->job_count && !job; i++) {
+      if (dl->jobs[i].cmd == cmd)
+         job = &dl->jobs[i];
+   }
    job->busy = false;
    if (!bigger)
       return NULL;
