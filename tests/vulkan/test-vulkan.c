@@ -156,6 +156,20 @@ cpu_writes(struct tu_rng *rng, enum pattern p, uint8_t *map, uint8_t *model,
    }
 }
 
+/* A buffer the GPU copies from and into (mapped when map is true), and a
+ * mapped one to copy it into for checking. */
+static bool
+buffer_and_check(struct vk *vk, VkDeviceSize size, bool map,
+                 struct vk_buffer *buf, struct vk_buffer *check)
+{
+   return vk_buffer_create(vk, size,
+                           VK_BUFFER_USAGE_TRANSFER_SRC_BIT |
+                              VK_BUFFER_USAGE_TRANSFER_DST_BIT,
+                           map, buf) &&
+          vk_buffer_create(vk, size, VK_BUFFER_USAGE_TRANSFER_DST_BIT, true,
+                           check);
+}
+
 static bool
 test_cpu_to_gpu(struct vk *vk)
 {
@@ -257,12 +271,7 @@ test_disjoint(struct vk *vk)
 {
    const size_t size = 64 * 1024, block = 256;
    struct vk_buffer buf, check;
-   if (!vk_buffer_create(vk, size,
-                         VK_BUFFER_USAGE_TRANSFER_DST_BIT |
-                            VK_BUFFER_USAGE_TRANSFER_SRC_BIT,
-                         true, &buf) ||
-       !vk_buffer_create(vk, size, VK_BUFFER_USAGE_TRANSFER_DST_BIT, true,
-                         &check))
+   if (!buffer_and_check(vk, size, true, &buf, &check))
       return false;
    uint8_t *model = calloc(1, size);
    bool ok = true;
@@ -372,12 +381,7 @@ test_remap(struct vk *vk)
 {
    const size_t size = 128 * 1024;
    struct vk_buffer buf, check;
-   if (!vk_buffer_create(vk, size,
-                         VK_BUFFER_USAGE_TRANSFER_SRC_BIT |
-                            VK_BUFFER_USAGE_TRANSFER_DST_BIT,
-                         false, &buf) ||
-       !vk_buffer_create(vk, size, VK_BUFFER_USAGE_TRANSFER_DST_BIT, true,
-                         &check))
+   if (!buffer_and_check(vk, size, false, &buf, &check))
       return false;
    uint8_t *model = calloc(1, size);
    struct tu_rng rng;
@@ -1139,12 +1143,7 @@ test_invalid_usage(struct vk *vk)
 {
    const VkDeviceSize size = 64 * 1024;
    struct vk_buffer buf, check;
-   if (!vk_buffer_create(vk, size,
-                         VK_BUFFER_USAGE_TRANSFER_SRC_BIT |
-                            VK_BUFFER_USAGE_TRANSFER_DST_BIT,
-                         true, &buf) ||
-       !vk_buffer_create(vk, size, VK_BUFFER_USAGE_TRANSFER_DST_BIT, true,
-                         &check))
+   if (!buffer_and_check(vk, size, true, &buf, &check))
       return false;
    uint8_t *model = malloc(size);
    struct tu_rng rng;
